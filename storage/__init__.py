@@ -1,0 +1,1 @@
+"""musicfn storage layer."""

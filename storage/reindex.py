@@ -1,0 +1,170 @@
+"""Rebuild the catalogue from the bucket, find orphans, and apply retention.
+
+The bucket is the source of truth: ``reindex`` reads every sidecar under the track prefixes and
+upserts the same rows the online path writes (``storage.catalogue_schema.sidecar_row``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from musicfn.errors import InputError, InvalidKeyError
+from musicfn.settings import Settings
+from storage.catalogue import Catalogue
+from storage.catalogue_queries import TrackQuery
+from storage.keys import TrackKey, day_prefix, id_timestamp, parse_key, utc_now
+from storage.objects import ObjectInfo, ObjectStore
+from storage.sidecar import Sidecar
+
+
+class BucketScan(BaseModel):
+    """What the track prefixes of the bucket hold, grouped by track id."""
+
+    tracks: dict[str, TrackKey] = Field(default_factory=dict)  # audio + sidecar present
+    orphan_audio: list[ObjectInfo] = Field(default_factory=list)  # audio, no sidecar
+    dangling_sidecars: list[str] = Field(default_factory=list)  # sidecar, no audio
+    invalid_keys: list[str] = Field(default_factory=list)
+
+
+class ReindexReport(BaseModel):
+    sidecars: int
+    upserted: int
+    pruned: int
+    invalid_sidecars: list[str]
+    orphan_audio: list[str]
+    dangling_sidecars: list[str]
+    invalid_keys: list[str]
+    seconds: float
+
+    @property
+    def rate_per_s(self) -> float:
+        return self.sidecars / self.seconds if self.seconds > 0 else 0.0
+
+
+class CleanupReport(BaseModel):
+    dry_run: bool
+    tracks: list[str] = Field(default_factory=list)  # ids removed (or that would be)
+    objects: list[str] = Field(default_factory=list)
+    rows: int = 0
+
+
+def _list_until(objects: ObjectStore, prefix: str, before: date | None) -> Iterator[ObjectInfo]:
+    stop = day_prefix(prefix, before) if before else None
+    for info in objects.list(f"{prefix}/"):
+        if stop is not None and info.key >= stop:
+            return
+        yield info
+
+
+def scan_bucket(objects: ObjectStore, settings: Settings, *,
+                before: date | None = None) -> BucketScan:
+    """Group every object under the track prefixes (optionally only days before ``before``)."""
+    scan = BucketScan()
+    audio: dict[str, tuple[TrackKey, ObjectInfo]] = {}
+    sidecars: dict[str, str] = {}
+    for prefix in settings.track_prefixes:
+        for info in _list_until(objects, prefix, before):
+            try:
+                key, ext = parse_key(info.key, settings.track_prefixes)
+            except InvalidKeyError:
+                scan.invalid_keys.append(info.key)
+                continue
+            if ext == "json":
+                sidecars[key.id] = info.key
+            else:
+                audio[key.id] = (key, info)
+    for track_id, (key, info) in audio.items():
+        if track_id in sidecars:
+            scan.tracks[track_id] = key
+        else:
+            scan.orphan_audio.append(info)
+    scan.dangling_sidecars = sorted(k for i, k in sidecars.items() if i not in audio)
+    return scan
+
+
+def reindex(objects: ObjectStore, catalogue: Catalogue, settings: Settings, *,
+            workers: int = 16, batch_size: int = 1000, prune: bool = True) -> ReindexReport:
+    """Upsert a row for every sidecar in the bucket; recompute prompt usage.
+
+    With ``prune``, completed rows whose track is no longer in the bucket are deleted.
+    Unreadable sidecars are reported, not fatal.
+    """
+    started = time.perf_counter()
+    scan = scan_bucket(objects, settings)
+    keys = [k.sidecar_key for k in scan.tracks.values()]
+    invalid: list[str] = []
+    upserted = 0
+
+    def fetch(key: str) -> Sidecar | str:
+        try:
+            return Sidecar.from_json(objects.get(key))
+        except InputError:
+            return key
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for i in range(0, len(keys), batch_size):
+            batch: list[Sidecar] = []
+            for result in pool.map(fetch, keys[i : i + batch_size]):
+                if isinstance(result, str):
+                    invalid.append(result)
+                else:
+                    batch.append(result)
+            upserted += catalogue.upsert(batch)
+    catalogue.rebuild_prompts()
+    pruned = catalogue.prune_completed(set(scan.tracks)) if prune else 0
+    return ReindexReport(
+        sidecars=len(keys), upserted=upserted, pruned=pruned, invalid_sidecars=invalid,
+        orphan_audio=[o.key for o in scan.orphan_audio],
+        dangling_sidecars=scan.dangling_sidecars, invalid_keys=scan.invalid_keys,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def cleanup_older_than(objects: ObjectStore, catalogue: Catalogue, settings: Settings,
+                       older_than: timedelta, *, dry_run: bool = False,
+                       now: datetime | None = None) -> CleanupReport:
+    """Remove tracks (sidecar, then audio, then row) created before ``now - older_than``.
+
+    Catalogue rows with no track in the bucket (failed or abandoned jobs) older than the
+    cutoff are removed too.
+    """
+    cutoff = (now or utc_now()) - older_than
+    scan = scan_bucket(objects, settings, before=cutoff.date() + timedelta(days=1))
+    old = {i: k for i, k in scan.tracks.items() if id_timestamp(i) < cutoff}
+    report = CleanupReport(dry_run=dry_run, tracks=sorted(old))
+    report.objects = [k.sidecar_key for k in old.values()] + [k.audio_key for k in old.values()]
+    stale_rows: list[str] = []
+    query = TrackQuery(created_to=cutoff, limit=10_000)
+    while True:
+        page = catalogue.list_tracks(query)
+        stale_rows += [sc.id for sc in page.items]
+        if page.next_cursor is None:
+            break
+        query = query.model_copy(update={"cursor": page.next_cursor})
+    if dry_run:
+        report.rows = len(stale_rows)
+        return report
+    # Sidecars first: a crash part-way leaves orphan audio (reported), never a dangling track.
+    objects.delete_many([k.sidecar_key for k in old.values()])
+    objects.delete_many([k.audio_key for k in old.values()])
+    report.rows = catalogue.delete(stale_rows)
+    return report
+
+
+def cleanup_orphans(objects: ObjectStore, settings: Settings, *, grace: timedelta,
+                    dry_run: bool = False, now: datetime | None = None) -> list[str]:
+    """Delete audio objects that never got a sidecar and are older than ``grace``.
+
+    The grace period keeps this from racing a write in flight (audio stored, sidecar next).
+    """
+    limit = (now or utc_now()) - grace
+    orphans = [o.key for o in scan_bucket(objects, settings).orphan_audio
+               if o.last_modified < limit]
+    if not dry_run:
+        objects.delete_many(orphans)
+    return orphans

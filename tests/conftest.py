@@ -1,0 +1,80 @@
+"""Shared fixtures: a real SeaweedFS S3 server and a real local Ray cluster, one per session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from musicfn.settings import Settings
+from storage.embedded_s3 import EmbeddedS3
+from storage.objects import ObjectStore
+from tests.support import free_port_block, make_settings, start_s3_server
+
+__all__ = ["free_port_block", "make_settings", "start_s3_server"]
+
+# Tests never talk to a configured production endpoint, and never through a proxy.
+for _var in list(os.environ):
+    if _var.startswith("MUSICFN_") or _var in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        del os.environ[_var]
+os.environ.setdefault("NO_PROXY", "127.0.0.1,localhost")
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    """One real SeaweedFS S3 server for the whole session."""
+    server = start_s3_server(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def settings(s3_server: EmbeddedS3, tmp_data: Path) -> Settings:
+    """Settings for one test: the session S3 server, its own bucket and catalogue file."""
+    return make_settings(s3_server, tmp_data)
+
+
+@pytest.fixture
+def objects(settings: Settings) -> ObjectStore:
+    """An ObjectStore on the test's own (created) bucket."""
+    store = ObjectStore(settings)
+    store.ensure_bucket()
+    return store
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """A real local Ray cluster (2 CPUs, no dashboard) shared by the whole session."""
+    import ray
+
+    ctx = ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        namespace="musicfn-tests",
+        logging_level="WARNING",
+        configure_logging=True,
+    )
+    try:
+        yield ctx
+    finally:
+        try:
+            from ray import serve
+
+            serve.shutdown()
+        except Exception:
+            pass
+        ray.shutdown()
+
+
+@pytest.fixture
+def tmp_data(tmp_path: Path) -> Path:
+    """A scratch data directory (catalogue files, downloads) for one test."""
+    d = tmp_path / "data"
+    d.mkdir()
+    return d

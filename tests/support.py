@@ -1,0 +1,63 @@
+"""Helpers shared by tests: free ports, throwaway S3 servers, per-test settings."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+from musicfn.settings import Settings
+from storage.embedded_s3 import EmbeddedS3
+
+
+def free_port_block(size: int = 1, *, gap: int = 0) -> int:
+    """A base port such that base..base+size-1 (and, with gap, the same block + gap) are free."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            base = int(s.getsockname()[1])
+        if base + size + gap >= 65535:
+            continue
+        ports = [base + i for i in range(size)]
+        if gap:
+            ports += [p + gap for p in ports]
+        if all(_port_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free port block found")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+S3_ACCESS_KEY = "musicfn-test"
+S3_SECRET_KEY = "musicfn-test-secret"
+
+
+def start_s3_server(data_dir: Path) -> EmbeddedS3:
+    """A real SeaweedFS on a free port block (5 ports + their gRPC block) under ``data_dir``."""
+    port = free_port_block(5, gap=10000)
+    return EmbeddedS3(data_dir, port, S3_ACCESS_KEY, S3_SECRET_KEY).start()
+
+
+def make_settings(server: EmbeddedS3, data_dir: Path, **overrides: Any) -> Settings:
+    """Settings pointing at ``server`` with a fresh bucket and a catalogue under ``data_dir``."""
+    values: dict[str, Any] = {
+        "embedded_s3_port": server.port,
+        "embedded_s3_dir": server.data_dir,
+        "s3_access_key": S3_ACCESS_KEY,
+        "s3_secret_key": S3_SECRET_KEY,
+        "bucket": f"t-{uuid.uuid4().hex[:16]}",
+        "data_dir": data_dir,
+        "s3_max_attempts": 2,
+        "s3_connect_timeout_s": 1.0,
+        "s3_read_timeout_s": 5.0,
+    }
+    values.update(overrides)
+    return Settings(**values)
