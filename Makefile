@@ -35,7 +35,6 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
 
 typecheck: install
 	$(BIN)/mypy musicfn storage functions deployments

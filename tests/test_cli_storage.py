@@ -1,0 +1,100 @@
+"""The storage CLI through the installed ``musicfn`` console script (real S3, real DuckDB)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from musicfn.settings import Settings
+from storage.catalogue import Catalogue
+from storage.objects import ObjectStore
+from storage.tracks import TrackStore
+from tests.test_tracks_reindex import make_track
+
+MUSICFN = str(Path(sys.executable).parent / "musicfn")
+
+
+def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ,
+           "MUSICFN_EMBEDDED_S3_PORT": str(settings.embedded_s3_port),
+           "MUSICFN_EMBEDDED_S3_DIR": str(settings.embedded_s3_data),
+           "MUSICFN_S3_ACCESS_KEY": settings.access_key,
+           "MUSICFN_S3_SECRET_KEY": settings.secret_key,
+           "MUSICFN_BUCKET": settings.bucket,
+           "MUSICFN_DATA_DIR": str(settings.data_dir)}
+    return subprocess.run([MUSICFN, *args], capture_output=True, text=True, env=env,
+                          timeout=120, check=False)
+
+
+@pytest.fixture
+def stored(objects: ObjectStore, settings: Settings) -> list[str]:
+    """Five tracks in the bucket (and none in the catalogue yet)."""
+    store = TrackStore(objects, settings)
+    now = datetime.now(UTC)
+    ids = []
+    for n in range(5):
+        sc, audio = make_track(store, n, now - timedelta(days=10 * n))
+        ids.append(store.write(sc, audio).id)
+    return ids
+
+
+def test_run_once_reuses_the_s3_server_and_shows_the_catalogue(settings: Settings) -> None:
+    out = run(settings, "run", "--once")
+    assert out.returncode == 0, out.stderr
+    assert "embedded S3 reused" in out.stdout
+    assert "catalogue: 0 tracks" in out.stdout
+
+
+def test_reindex_ls_stats_cleanup(settings: Settings, stored: list[str]) -> None:
+    out = run(settings, "reindex", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["upserted"] == 5
+
+    out = run(settings, "ls", "--json", "--bpm-min", "101", "--bpm-max", "103")
+    assert out.returncode == 0, out.stderr
+    assert [t["id"] for t in json.loads(out.stdout)["items"]] == stored[1:4]
+
+    out = run(settings, "ls", "--limit", "2")
+    assert out.returncode == 0 and stored[0] in out.stdout and "more: --cursor" in out.stdout
+
+    stats = json.loads(run(settings, "stats", "--json").stdout)
+    assert stats["counts_by_status"] == {"completed": 5}
+
+    out = run(settings, "cleanup", "--older-than", "25d", "--dry-run")
+    assert out.returncode == 0 and "would remove 2 track(s)" in out.stdout
+    out = run(settings, "cleanup", "--older-than", "25d", "--json")
+    assert json.loads(out.stdout)["tracks"] == sorted(stored[3:])
+    assert json.loads(run(settings, "stats", "--json").stdout)["total_tracks"] == 3
+
+
+@pytest.mark.parametrize("args", [
+    ("ls", "--bpm-min", "130", "--bpm-max", "100"),
+    ("ls", "--key", "H"),
+    ("ls", "--since", "yesterday"),
+    ("ls", "--cursor", "not-a-cursor"),
+    ("cleanup", "--older-than", "soon"),
+    ("cleanup",),
+    ("no-such-command",),
+])
+def test_bad_input_is_one_line_and_nonzero(settings: Settings, args: tuple[str, ...]) -> None:
+    out = run(settings, *args)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("musicfn: error:")
+    assert "Traceback" not in out.stderr
+
+
+def test_locked_catalogue_is_one_clear_line(settings: Settings) -> None:
+    holder = Catalogue(settings.catalogue_file)
+    try:
+        out = run(settings, "ls")
+    finally:
+        holder.close()
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1
+    assert str(settings.catalogue_file) in out.stderr and "locked" in out.stderr
