@@ -3,32 +3,24 @@
 DuckDB allows a single read-write process per file, so exactly one ``Catalogue`` holds the
 connection; other processes reach it through the Ray actor in ``storage.catalogue_actor``.
 Every write is one transaction: when a method returns, its rows are durable (DuckDB's WAL).
+Connection handling lives in ``storage.catalogue_db``, trigger state in
+``storage.catalogue_events``.
 """
 
 from __future__ import annotations
 
-import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
-from pathlib import Path
+from datetime import datetime
 from typing import Any
 
-import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from musicfn.errors import (
-    CatalogueCorruptError,
-    CatalogueError,
-    CatalogueLockedError,
-    InvalidTransitionError,
-    NotFoundError,
-)
+from musicfn.errors import CatalogueError, InvalidTransitionError, NotFoundError
+from storage.catalogue_events import EventLogMixin, EventRecord
 from storage.catalogue_queries import TrackPage, TrackQuery, encode_cursor, where_clause
 from storage.catalogue_schema import (
-    MIGRATIONS,
-    SCHEMA_VERSION,
     TRACK_SCHEMA,
     UPSERT_TRACKS_SQL,
     naive_utc,
@@ -46,17 +38,7 @@ _TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-class EventRecord(BaseModel):
-    """One processed (or rejected / failed) object-store event: the idempotency record."""
-
-    bucket: str
-    key: str
-    etag: str
-    version_id: str = ""
-    status: str  # processed | duplicate | rejected | failed
-    track_id: str | None = None
-    error: str | None = None
-    processed_at: datetime
+__all__ = ["Catalogue", "CatalogueStats", "EventRecord"]
 
 
 class CatalogueStats(BaseModel):
@@ -67,61 +49,8 @@ class CatalogueStats(BaseModel):
     top_prompts: list[tuple[str, int]]
 
 
-class Catalogue:
-    """Owner of one DuckDB catalogue file: migrations, upserts, lifecycle and queries."""
-
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.RLock()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            self._con = duckdb.connect(str(self.path))
-        except duckdb.IOException as exc:
-            text = str(exc)
-            if "lock" in text.lower():
-                raise CatalogueLockedError(
-                    f"catalogue {self.path} is locked by another process ({_holder(text)}): "
-                    "DuckDB allows one read-write process per file; stop it or use the "
-                    "running musicfn service") from None
-            raise CatalogueError(f"cannot open catalogue {self.path}: {text}") from None
-        except duckdb.Error as exc:
-            raise CatalogueCorruptError(f"{self.path} is not a readable DuckDB catalogue: "
-                                        f"{exc}") from None
-        self._migrate()
-
-    # -- schema ----------------------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        with self._lock:
-            self._con.execute("CREATE TABLE IF NOT EXISTS schema_migrations "
-                              "(version INTEGER PRIMARY KEY, applied_at TIMESTAMP NOT NULL)")
-            row = self._one("SELECT max(version) FROM schema_migrations")
-            current = (row[0] if row else None) or 0
-            if current > SCHEMA_VERSION:
-                raise CatalogueError(f"catalogue {self.path} has schema v{current}, newer than "
-                                     f"this musicfn (v{SCHEMA_VERSION}): upgrade musicfn")
-            for version, statements in MIGRATIONS:
-                if version <= current:
-                    continue
-                self._con.execute("BEGIN")
-                try:
-                    for sql in statements:
-                        self._con.execute(sql)
-                    self._con.execute("INSERT INTO schema_migrations VALUES (?, ?)",
-                                      [version, naive_utc(utc_now())])
-                    self._con.execute("COMMIT")
-                except BaseException:
-                    self._con.execute("ROLLBACK")
-                    raise
-
-    def schema_version(self) -> int:
-        with self._lock:
-            row = self._one("SELECT max(version) FROM schema_migrations")
-        return int(row[0]) if row and row[0] is not None else 0
-
-    def close(self) -> None:
-        with self._lock:
-            self._con.close()
+class Catalogue(EventLogMixin):
+    """Owner of one DuckDB catalogue file: upserts, lifecycle, queries and stats."""
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -216,39 +145,6 @@ class Catalogue:
         stale = [r[0] for r in rows if r[0] not in keep_ids]
         return self.delete(stale)
 
-    # -- events and cursors (object-store triggers) ----------------------------------------
-
-    def record_event(self, event: EventRecord) -> None:
-        with self._lock, self._transaction():
-            self._con.execute(
-                "INSERT OR REPLACE INTO processed_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [event.bucket, event.key, event.etag, event.version_id, event.status,
-                 event.track_id, event.error, naive_utc(event.processed_at)])
-
-    def get_event(self, bucket: str, key: str, etag: str,
-                  version_id: str = "") -> EventRecord | None:
-        with self._lock:
-            row = self._one(
-                "SELECT bucket, key, etag, version_id, status, track_id, error, processed_at "
-                "FROM processed_events WHERE bucket = ? AND key = ? AND etag = ? "
-                "AND version_id = ?", [bucket, key, etag, version_id])
-        if row is None:
-            return None
-        names = ("bucket", "key", "etag", "version_id", "status", "track_id", "error")
-        return EventRecord(**dict(zip(names, row[:7], strict=True)),
-                           processed_at=row[7].replace(tzinfo=UTC))
-
-    def get_cursor(self, name: str) -> str | None:
-        with self._lock:
-            row = self._one("SELECT value FROM cursors WHERE name = ?",
-                                    [name])
-        return None if row is None else str(row[0])
-
-    def set_cursor(self, name: str, value: str) -> None:
-        with self._lock, self._transaction():
-            self._con.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
-                              [name, value, naive_utc(utc_now())])
-
     # -- reads -----------------------------------------------------------------------------
 
     def get(self, track_id: str) -> Sidecar | None:
@@ -308,54 +204,3 @@ class Catalogue:
             bytes_by_day={d: int(b or 0) for d, b in by_day},
             top_prompts=[(t, int(n)) for t, n in prompts],
         )
-
-    # -- helpers ---------------------------------------------------------------------------
-
-    def _one(self, sql: str, params: list[Any] | None = None) -> tuple[Any, ...] | None:
-        """The first row of ``sql`` or None (drains the result: DuckDB keeps it open otherwise)."""
-        rows = self._con.execute(sql, params or []).fetchall()
-        return rows[0] if rows else None
-
-    def _transaction(self) -> _Transaction:
-        return _Transaction(self._con)
-
-    def _execute_with(self, table: pa.Table, sql: str,
-                      before: tuple[str, list[Any]] | None = None) -> None:
-        """Run ``sql`` (which reads the Arrow ``table`` as ``_batch``) in one transaction."""
-        with self._lock:
-            self._con.register("_batch", table)
-            try:
-                with self._transaction():
-                    if before is not None:
-                        self._con.execute(*before)
-                    self._con.execute(sql)
-            finally:
-                self._con.unregister("_batch")
-
-
-class _Transaction:
-    """BEGIN/COMMIT around a block; ROLLBACK on any error. Re-raises DuckDB errors as ours."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
-        self._con = con
-
-    def __enter__(self) -> None:
-        self._con.execute("BEGIN TRANSACTION")
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: object) -> None:
-        if exc_type is None:
-            self._con.execute("COMMIT")
-            return
-        self._con.execute("ROLLBACK")
-        if isinstance(exc, duckdb.Error):
-            raise CatalogueError(f"catalogue write failed: {exc}") from exc
-
-
-def _holder(duckdb_message: str) -> str:
-    """The 'PID n' part of DuckDB's lock message, if any."""
-    start = duckdb_message.find("(PID ")
-    if start < 0:
-        return "holder unknown"
-    end = duckdb_message.find(")", start)
-    return duckdb_message[start + 1 : end]
