@@ -42,7 +42,7 @@ typecheck: install
 check: lint typecheck test
 
 bench: install
-	$(BIN)/python bench/catalogue.py
+	$(BIN)/python bench/catalogue_bench.py
 
 # Re-record the versions of a working install (commit the result).
 lock:

@@ -1,6 +1,6 @@
 """Catalogue benchmark: batched ingest, filtered query, point lookup, reindex from SeaweedFS.
 
-    .venv/bin/python bench/catalogue.py [--rows 1000000] [--sidecars 2000]
+    .venv/bin/python bench/catalogue_bench.py [--rows 1000000] [--sidecars 2000]
 
 Targets (issue 2): >= 50 000 rows/s ingest, <= 25 ms filtered-query p50 on 1 M rows,
 <= 2 ms point-lookup p50, >= 500 sidecars/s reindex. Prints measured figures and ratios.
