@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -62,6 +63,18 @@ class Settings(BaseSettings):
     max_generation_duration_s: float = Field(default=30.0, gt=0, le=600)
     max_prompt_chars: int = Field(default=500, ge=1, le=4000)
     list_page_max: int = Field(default=500, ge=1, le=10_000)
+
+    # Generation engine placement: "auto" uses CUDA when the cluster has GPUs, else the CPU.
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+
+    # Service (HTTP ingress). Serve binds to loopback unless told otherwise.
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    api_key: SecretStr | None = None  # when set, every route but /healthz requires it
+    webhook_token: SecretStr | None = None  # bearer token MinIO sends with bucket events
+    callback_allow_private: bool = False  # SSRF guard for completion callbacks
+    callback_timeout_s: float = Field(default=10.0, gt=0, le=120)
+    callback_attempts: int = Field(default=4, ge=1, le=10)
 
     @field_validator("bucket")
     @classmethod

@@ -1,0 +1,293 @@
+"""The default engine: Meta's MusicGen through audiocraft.
+
+One ``MusicGen`` per process. audiocraft keeps generation params on the model object, so every
+call to ``generate`` splits its jobs into groups with identical params (and identical conditioning
+shape) and runs the groups one after another under a lock. Each job samples from its own seeded
+generator (see ``seeding``) and is decoded on its own, so its audio does not depend on its batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Hashable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from deployments.engines import seeding
+from deployments.engines.base import (
+    EngineInfo,
+    EngineSupports,
+    GeneratedAudio,
+    GenerationJob,
+    ProgressCallback,
+    group_indices,
+)
+from deployments.engines.requests import KNOWN_MODELS
+from deployments.engines.tiny_model import is_model_dir
+from musicfn.errors import (
+    ConfigurationError,
+    EngineError,
+    EngineOverloadedError,
+    InvalidRequestError,
+    LimitExceededError,
+    MusicfnError,
+    NoGpuError,
+    UnsupportedError,
+)
+
+log = logging.getLogger(__name__)
+
+ENGINE_NAME = "audiocraft"
+
+
+def model_label(name_or_dir: str) -> str:
+    """How a model is named in results: its HF id, or ``local:<dir name>`` for a checkpoint dir."""
+    if name_or_dir in KNOWN_MODELS:
+        return name_or_dir
+    return f"local:{Path(name_or_dir).resolve().name}"
+
+
+class AudiocraftEngine:
+    """MusicGen loaded once with ``MusicGen.get_pretrained(name_or_local_dir, device)``.
+
+    fp16 on CUDA (audiocraft's loader picks float16 weights + autocast there), float32 on CPU.
+    ``max_duration_s`` caps long-form generation, which goes beyond the model's single-pass
+    window (30 s) by sliding ``extend_stride`` seconds at a time.
+    """
+
+    def __init__(self, model: str, *, device: str = "cpu", max_duration_s: float = 120.0) -> None:
+        if model not in KNOWN_MODELS and not is_model_dir(Path(model)):
+            raise ConfigurationError(
+                f"model {model!r} is neither a known MusicGen id ({', '.join(KNOWN_MODELS)}) nor "
+                "a directory with state_dict.bin and compression_state_dict.bin",
+                code="unknown_model",
+            )
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise NoGpuError(
+                f"device {device!r} requested but this process sees no CUDA GPU; "
+                "use device 'cpu' (musicfn --device cpu)"
+            )
+        from audiocraft.models.musicgen import MusicGen
+
+        seeding.install()
+        try:
+            self._model = MusicGen.get_pretrained(model, device=device)
+        except (OSError, RuntimeError, KeyError, ValueError) as exc:
+            raise EngineError(f"could not load {model!r}: {exc}", code="model_load_failed") from exc
+        self._label = model_label(model)
+        self._device = torch.device(device)
+        self._lock = threading.Lock()
+        lm = self._model.lm
+        self._card = int(lm.card)
+        self._num_codebooks = int(lm.num_codebooks)
+        self._has_melody = "self_wav" in lm.condition_provider.conditioners
+        self._supports = EngineSupports(
+            melody=self._has_melody,
+            continuation=True,
+            stereo=self._model.audio_channels == 2,
+            max_duration_s=float(max_duration_s),
+            sample_rate=int(self._model.sample_rate),
+            channels=int(self._model.audio_channels),
+        )
+
+    @property
+    def supports(self) -> EngineSupports:
+        """Capabilities of the loaded model."""
+        return self._supports
+
+    def describe(self) -> EngineInfo:
+        """Engine, model, device, weight dtype and library versions."""
+        import audiocraft
+
+        dtype = next(iter(self._model.lm.parameters())).dtype
+        return EngineInfo(
+            engine=ENGINE_NAME,
+            model=self._label,
+            device=str(self._device),
+            dtype=str(dtype).removeprefix("torch."),
+            versions={"torch": torch.__version__, "audiocraft": audiocraft.__version__},
+        )
+
+    def validate(self, job: GenerationJob) -> None:
+        """Reject jobs this model cannot run, before they are batched."""
+        if job.melody is not None and not self._has_melody:
+            raise UnsupportedError(
+                f"model {self._label} has no melody conditioning; use a musicgen-melody model",
+                code="melody_unsupported",
+            )
+        if job.duration_s > self._supports.max_duration_s:
+            raise LimitExceededError(
+                f"duration_s {job.duration_s:g} is over this engine's maximum of "
+                f"{self._supports.max_duration_s:g} s",
+                code="duration_limit",
+            )
+        if job.continuation is not None:
+            window = min(job.duration_s, self._model.max_duration)
+            if job.continuation.duration_s >= window:
+                raise InvalidRequestError(
+                    f"continuation audio ({job.continuation.duration_s:.2f} s) must be shorter "
+                    f"than the generated audio and the model window ({window:g} s)",
+                    code="invalid_continuation",
+                )
+        if job.params.top_k > self._card:
+            raise InvalidRequestError(
+                f"top_k {job.params.top_k} exceeds this model's codebook size {self._card}",
+                code="invalid_top_k",
+            )
+        if job.params.extend_stride >= self._model.max_duration:
+            raise InvalidRequestError(
+                f"extend_stride must be below {self._model.max_duration:g} s",
+                code="invalid_extend_stride",
+            )
+
+    def generate(
+        self, jobs: Sequence[GenerationJob], progress: ProgressCallback | None = None
+    ) -> list[GeneratedAudio]:
+        """Generate ``jobs`` group by group (identical params and conditioning shape per group)."""
+        out: list[GeneratedAudio | None] = [None] * len(jobs)
+        for idxs in group_indices(jobs, self._batch_key):
+            group = [jobs[i] for i in idxs]
+            for i, audio in zip(idxs, self._generate_group(group, progress), strict=True):
+                out[i] = GeneratedAudio(audio, self._supports.sample_rate, len(group))
+        return [g for g in out if g is not None]
+
+    def check_health(self) -> None:
+        """A tiny computation on the model's device."""
+        try:
+            x = torch.ones(16, device=self._device)
+            value = float((x * 2).sum().item())
+        except RuntimeError as exc:
+            raise EngineError(f"device {self._device} failed a health op: {exc}") from exc
+        if value != 32.0:
+            raise EngineError(f"device {self._device} computed {value} for a 32.0 health op")
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _batch_key(self, job: GenerationJob) -> Hashable:
+        mode: tuple[Any, ...] = ("text",)
+        if job.melody is not None:
+            mode = ("melody", job.melody.sample_rate)
+        elif job.continuation is not None:
+            mode = ("continuation", job.continuation.sample_rate, job.continuation.samples.shape)
+        # Conditioning tokens of different lengths are padded in a batch (and the padding is
+        # attended to), so only prompts of equal token length may share a batch.
+        return (job.duration_s, job.params, mode, self._condition_length(job.prompt))
+
+    def _condition_length(self, prompt: str) -> int:
+        conditioners = self._model.lm.condition_provider.conditioners
+        if "description" not in conditioners:
+            return 0
+        tokens = conditioners["description"].tokenize([prompt])
+        mask = tokens["attention_mask"] if isinstance(tokens, dict) else tokens[1]
+        return int(mask.shape[-1])
+
+    def _generate_group(
+        self, group: Sequence[GenerationJob], progress: ProgressCallback | None
+    ) -> list[np.ndarray]:
+        with self._lock, torch.inference_mode():
+            try:
+                return self._run_group(group, progress)
+            except torch.cuda.OutOfMemoryError as exc:
+                self._free_device_memory()
+                raise EngineOverloadedError(
+                    f"out of GPU memory generating {len(group)} × {group[0].duration_s:g} s; "
+                    "retry later or with a shorter duration",
+                    code="out_of_memory",
+                ) from exc
+            except MusicfnError:
+                raise
+            except (RuntimeError, ValueError, AssertionError) as exc:
+                raise EngineError(f"audiocraft generation failed: {exc}") from exc
+            finally:
+                self._model.set_custom_progress_callback(None)
+
+    def _run_group(
+        self, group: Sequence[GenerationJob], progress: ProgressCallback | None
+    ) -> list[np.ndarray]:
+        model = self._model
+        first = group[0]
+        params = first.params
+        frame_rate = float(model.frame_rate)
+        sample_rate = self._supports.sample_rate
+        # Generate whole frames covering the request, then trim to the exact sample count.
+        frames = math.ceil(first.duration_s * frame_rate - 1e-9)
+        model.set_generation_params(
+            use_sampling=params.temperature > 0,
+            top_k=params.top_k,
+            top_p=params.top_p,
+            temperature=params.temperature,
+            duration=frames / frame_rate,
+            cfg_coef=params.cfg_coef,
+            extend_stride=params.extend_stride,
+        )
+        ids = [j.request_id for j in group if j.request_id is not None]
+        # audiocraft prints to stdout when progress is on without a callback: only turn it on
+        # when someone listens.
+        report = progress is not None and bool(ids)
+        if report and progress is not None:
+            total_steps = frames + self._num_codebooks - 1
+            done = [0.0]
+
+            def on_tokens(generated: int, _to_generate: int) -> None:
+                # Long-form windows overlap, so the raw count steps back at each new window.
+                done[0] = max(done[0], min(1.0, generated / total_steps))
+                progress(ids, done[0])
+
+            model.set_custom_progress_callback(on_tokens)
+        else:
+            model.set_custom_progress_callback(None)
+
+        descriptions = [j.prompt for j in group]
+        generators = [
+            torch.Generator(device=self._device).manual_seed(j.seed) for j in group
+        ]
+        with seeding.item_generators(generators):
+            if first.melody is not None:
+                melodies = [torch.from_numpy(j.melody.samples) for j in group if j.melody]
+                batch_audio, tokens = model.generate_with_chroma(
+                    descriptions, melodies, first.melody.sample_rate,
+                    progress=report, return_tokens=True,
+                )
+            elif first.continuation is not None:
+                prompt = torch.stack(
+                    [torch.from_numpy(j.continuation.samples) for j in group if j.continuation]
+                )
+                batch_audio, tokens = model.generate_continuation(
+                    prompt, first.continuation.sample_rate, descriptions,
+                    progress=report, return_tokens=True,
+                )
+            else:
+                batch_audio, tokens = model.generate(
+                    descriptions, progress=report, return_tokens=True
+                )
+        want = round(first.duration_s * sample_rate)
+        if len(group) == 1:
+            audios = [batch_audio[0]]
+        else:
+            # Decode each item alone: batched convolutions may round differently, and an item's
+            # audio must not depend on its neighbours.
+            del batch_audio
+            audios = [model.generate_audio(tokens[i : i + 1])[0] for i in range(len(group))]
+        del tokens
+        result = [_to_numpy(a, want) for a in audios]
+        del audios
+        if report and progress is not None:
+            progress(ids, 1.0)
+        return result
+
+    def _free_device_memory(self) -> None:
+        if self._device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _to_numpy(audio: torch.Tensor, samples: int) -> np.ndarray:
+    arr = audio.detach().float().cpu().numpy()
+    if arr.shape[-1] >= samples:
+        return np.ascontiguousarray(arr[:, :samples], dtype=np.float32)
+    log.warning("generated %d samples, %d requested: padding with silence", arr.shape[-1], samples)
+    return np.pad(arr, ((0, 0), (0, samples - arr.shape[-1]))).astype(np.float32)

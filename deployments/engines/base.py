@@ -1,0 +1,106 @@
+"""The engine interface every generator implements, and the job types that cross it.
+
+A ``GenerationJob`` is one piece of audio to make (a whole request, or one stem of it). Engines
+receive already-validated jobs in batches and return one ``GeneratedAudio`` per job, in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from deployments.engines.requests import AudioInput, GenerationParams
+
+# Called with (request ids of the jobs concerned, fraction done in [0, 1]).
+ProgressCallback = Callable[[Sequence[str], float], None]
+
+
+@dataclass(frozen=True)
+class GenerationJob:
+    """One audio to generate: a prompt, a duration, sampling params and a seed."""
+
+    prompt: str
+    duration_s: float
+    seed: int
+    params: GenerationParams = field(default_factory=GenerationParams)
+    stem: str | None = None
+    bpm: float | None = None
+    key: str | None = None
+    chords: tuple[str, ...] | None = None
+    style: str | None = None
+    melody: AudioInput | None = None
+    continuation: AudioInput | None = None
+    request_id: str | None = None
+
+
+@dataclass(frozen=True)
+class GeneratedAudio:
+    """Float32 audio (channels × samples) for one job, and how many jobs shared its batch."""
+
+    audio: np.ndarray
+    sample_rate: int
+    batch_size: int = 1
+
+
+@dataclass(frozen=True)
+class EngineSupports:
+    """What an engine can do; requests asking for more are rejected before generation."""
+
+    melody: bool
+    continuation: bool
+    stereo: bool
+    max_duration_s: float
+    sample_rate: int
+    channels: int
+
+
+@dataclass(frozen=True)
+class EngineInfo:
+    """Identity of a loaded engine, recorded with every result."""
+
+    engine: str
+    model: str
+    device: str
+    dtype: str
+    versions: dict[str, str]
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A loaded generator. Not thread-safe unless it says so: callers serialise ``generate``."""
+
+    @property
+    def supports(self) -> EngineSupports:
+        """Capabilities and output format."""
+        ...
+
+    def describe(self) -> EngineInfo:
+        """Engine, model, device, dtype and library versions."""
+        ...
+
+    def validate(self, job: GenerationJob) -> None:
+        """Raise a musicfn ``InputError`` if this engine cannot run ``job`` (before batching)."""
+        ...
+
+    def generate(
+        self, jobs: Sequence[GenerationJob], progress: ProgressCallback | None = None
+    ) -> list[GeneratedAudio]:
+        """Generate every job; the result list matches ``jobs`` one to one."""
+        ...
+
+    def check_health(self) -> None:
+        """Run a tiny operation on the engine's device; raise ``EngineError`` if it fails."""
+        ...
+
+
+def group_indices(jobs: Sequence[GenerationJob], key: Callable[[GenerationJob], Hashable]) -> list[
+    list[int]
+]:
+    """Indices of ``jobs`` grouped by ``key``, groups in order of first appearance."""
+    groups: dict[Hashable, list[int]] = {}
+    for i, job in enumerate(jobs):
+        groups.setdefault(key(job), []).append(i)
+    return list(groups.values())

@@ -1,0 +1,257 @@
+"""Request and response models at the generation boundary (pydantic v2).
+
+``parse_request`` is the one entry point: it turns a dict or model into a validated
+``GenerationRequest`` and raises only musicfn errors (``InvalidRequestError`` for bad shape or
+values, ``LimitExceededError`` for values over the configured ``Limits``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from deployments.engines import theory
+from musicfn.errors import InvalidRequestError, LimitExceededError
+
+# Hugging Face ids audiocraft can load; anything else must be a local checkpoint directory.
+KNOWN_MODELS = (
+    "facebook/musicgen-small",
+    "facebook/musicgen-medium",
+    "facebook/musicgen-large",
+    "facebook/musicgen-melody",
+    "facebook/musicgen-melody-large",
+    "facebook/musicgen-stereo-small",
+    "facebook/musicgen-stereo-medium",
+    "facebook/musicgen-stereo-large",
+    "facebook/musicgen-stereo-melody",
+    "facebook/musicgen-stereo-melody-large",
+)
+SYNTH_MODEL = "synth"
+# A locally built checkpoint is named "local:<label>" in requests and results.
+_LOCAL_MODEL_RE = re.compile(r"^local:[A-Za-z0-9._-]{1,64}$")
+
+STEMS = ("drums", "bass", "guitar", "vocals", "piano", "synth", "other")
+Stem = Literal["drums", "bass", "guitar", "vocals", "piano", "synth", "other"]
+_STEM_ALIASES = {"pad": "synth", "keys": "piano", "vocal": "vocals", "drum": "drums"}
+
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+MAX_SEED = 2**63 - 1
+# Absolute ceilings; the configured Limits are usually much lower.
+_HARD_MAX_PROMPT = 4000
+_MAX_INPUT_AUDIO_S = 60.0
+
+
+def _stem_alias(value: object) -> object:
+    return _STEM_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+class GenerationParams(BaseModel):
+    """Sampling parameters. A batch only ever contains requests with equal params."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    top_k: int = Field(default=250, ge=0, le=2048)
+    top_p: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    temperature: float = Field(default=1.0, ge=0.0, le=5.0, allow_inf_nan=False)
+    cfg_coef: float = Field(default=3.0, ge=0.0, le=20.0, allow_inf_nan=False)
+    extend_stride: float = Field(default=18.0, gt=0.0, lt=30.0, allow_inf_nan=False)
+
+
+class AudioInput(BaseModel):
+    """Audio supplied with a request (melody or continuation prompt), channels × samples."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    samples: np.ndarray
+    sample_rate: int = Field(ge=8000, le=192_000)
+
+    @field_validator("samples", mode="before")
+    @classmethod
+    def _as_float32_2d(cls, v: Any) -> np.ndarray:
+        arr = np.asarray(v, dtype=np.float32)
+        if arr.ndim == 1:
+            arr = arr[None, :]
+        if arr.ndim != 2 or arr.shape[0] not in (1, 2) or arr.shape[1] == 0:
+            raise ValueError(
+                f"audio must be (channels, samples) with 1 or 2 channels, got {arr.shape}"
+            )
+        if not np.isfinite(arr).all():
+            raise ValueError("audio contains NaN or infinite samples")
+        return arr
+
+    @model_validator(mode="after")
+    def _not_too_long(self) -> AudioInput:
+        if self.samples.shape[1] / self.sample_rate > _MAX_INPUT_AUDIO_S:
+            raise ValueError(f"input audio longer than {_MAX_INPUT_AUDIO_S:.0f} s")
+        return self
+
+    @property
+    def duration_s(self) -> float:
+        """Length in seconds."""
+        return float(self.samples.shape[1] / self.sample_rate)
+
+
+class GenerationRequest(BaseModel):
+    """One generation: a prompt, a duration and optional stems, key, chords, melody or audio."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+    prompt: str = Field(max_length=_HARD_MAX_PROMPT)
+    duration_s: float = Field(gt=0.0, allow_inf_nan=False)
+    model: str | None = None
+    params: GenerationParams = GenerationParams()
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    stems: tuple[Annotated[Stem, BeforeValidator(_stem_alias)], ...] | None = None
+    bpm: float | None = Field(default=None, ge=30.0, le=300.0, allow_inf_nan=False)
+    key: str | None = None
+    chords: tuple[str, ...] | None = None
+    style: str | None = Field(default=None, max_length=100)
+    melody: AudioInput | None = None
+    continuation: AudioInput | None = None
+    request_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._:-]{1,128}$")
+
+    @field_validator("prompt", "style")
+    @classmethod
+    def _clean_text(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if _CONTROL_RE.search(v):
+            raise ValueError("must not contain control characters")
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be empty")
+        return v
+
+    @field_validator("model")
+    @classmethod
+    def _known_model(cls, v: str | None) -> str | None:
+        if v is None or v in KNOWN_MODELS or v == SYNTH_MODEL or _LOCAL_MODEL_RE.match(v):
+            return v
+        raise ValueError(f"unknown model {v!r}; known: {', '.join(KNOWN_MODELS)}, {SYNTH_MODEL}")
+
+    @field_validator("stems")
+    @classmethod
+    def _unique_stems(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is not None and (not v or len(set(v)) != len(v)):
+            raise ValueError("stems must be a non-empty list without duplicates")
+        return v
+
+    @field_validator("key")
+    @classmethod
+    def _valid_key(cls, v: str | None) -> str | None:
+        return None if v is None else theory.parse_key(v).name
+
+    @field_validator("chords")
+    @classmethod
+    def _valid_chords(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if v is None:
+            return v
+        if not 1 <= len(v) <= 16:
+            raise ValueError("chords must list 1 to 16 chord symbols")
+        return tuple(theory.parse_chord(c).name for c in v)
+
+    @model_validator(mode="after")
+    def _one_audio_prompt(self) -> GenerationRequest:
+        if self.melody is not None and self.continuation is not None:
+            raise ValueError("give either melody or continuation audio, not both")
+        return self
+
+
+class Limits(BaseModel):
+    """Per-request limits, enforced before anything reaches an engine (live via user_config)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_duration_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    max_prompt_chars: int = Field(default=500, ge=1, le=_HARD_MAX_PROMPT)
+    max_stems: int = Field(default=len(STEMS), ge=1, le=len(STEMS))
+    max_pending_jobs: int = Field(default=64, ge=1, le=10_000)
+
+
+class StemAudio(BaseModel):
+    """One generated stem."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    prompt: str
+    seed: int
+    audio: np.ndarray
+
+
+class GenerationResult(BaseModel):
+    """The audio (float32, channels × samples) and everything needed to reproduce it."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+
+    request_id: str | None
+    engine: str
+    model: str
+    seed: int
+    sample_rate: int
+    audio: np.ndarray
+    prompt: str
+    duration_s: float
+    params: GenerationParams
+    stems: dict[str, StemAudio] | None = None
+    batch_size: int = 1
+
+
+def _error_code(err: Mapping[str, Any]) -> str:
+    loc = [str(p) for p in err.get("loc", ()) if not isinstance(p, int)]
+    if not loc:
+        return "invalid_request"
+    if loc[0] == "model":
+        return "unknown_model"
+    if loc[0] == "stems" and err.get("type") == "literal_error":
+        return "unknown_stem"
+    return f"invalid_{loc[0]}"
+
+
+def parse_request(data: GenerationRequest | Mapping[str, Any], limits: Limits) -> GenerationRequest:
+    """Validate ``data`` and check it against ``limits``; assign a random seed when none is given.
+
+    Raises:
+        InvalidRequestError: malformed or out-of-domain values (code names the field).
+        LimitExceededError: a value beyond the configured limits.
+    """
+    try:
+        req = (
+            data if isinstance(data, GenerationRequest) else GenerationRequest.model_validate(data)
+        )
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "request"
+        raise InvalidRequestError(f"{where}: {first['msg']}", code=_error_code(first)) from None
+    except (TypeError, ValueError) as exc:
+        raise InvalidRequestError(f"malformed request: {exc}") from None
+    if not math.isfinite(req.duration_s) or req.duration_s > limits.max_duration_s:
+        raise LimitExceededError(
+            f"duration_s {req.duration_s:g} is over the limit of {limits.max_duration_s:g} s",
+            code="duration_limit",
+        )
+    if len(req.prompt) > limits.max_prompt_chars:
+        raise LimitExceededError(
+            f"prompt has {len(req.prompt)} characters, the limit is {limits.max_prompt_chars}",
+            code="prompt_limit",
+        )
+    if req.stems is not None and len(req.stems) > limits.max_stems:
+        raise LimitExceededError(
+            f"{len(req.stems)} stems requested, the limit is {limits.max_stems}", code="stems_limit"
+        )
+    if req.seed is None:
+        req = req.model_copy(update={"seed": secrets.randbelow(2**31)})
+    return req

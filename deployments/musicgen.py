@@ -1,0 +1,300 @@
+"""The MusicGen Serve deployment: one engine per replica, batched, seeded, limit-checked.
+
+Requests are validated and checked against the live limits before anything reaches the engine.
+Each request becomes one job per stem (or one job); jobs from concurrent requests are gathered
+by ``@serve.batch`` and handed to the engine, which runs only jobs with identical generation
+params together. ``max_batch_size``, ``batch_wait_timeout_s`` and the limits come from
+``user_config`` and change live through ``reconfigure``.
+
+Build the application with ``build_app(args)`` (also the ``import_path`` for a Serve config:
+``deployments.musicgen:build_app``). A GPU-pinned application on a cluster without GPUs fails
+there, at once, with ``NoGpuError`` naming the CPU option.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from ray import serve
+from ray.serve import Application, Deployment
+from ray.serve.handle import DeploymentHandle
+
+from deployments import gpu_check
+from deployments.engines.base import GeneratedAudio, GenerationJob
+from deployments.engines.loader import Device, EngineSpec, load_engine, parse_spec
+from deployments.engines.requests import (
+    GenerationRequest,
+    GenerationResult,
+    Limits,
+    StemAudio,
+    parse_request,
+)
+from deployments.engines.stems import jobs_for, mix
+from musicfn.errors import (
+    ConfigurationError,
+    EngineError,
+    EngineOverloadedError,
+    MusicfnError,
+    UnsupportedError,
+)
+from musicfn.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+DEPLOYMENT_NAME = "MusicGen"
+
+
+class MusicGenUserConfig(BaseModel):
+    """The live-reconfigurable part of the deployment (Serve ``user_config``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_batch_size: int = Field(default=8, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
+    limits: Limits = Limits()
+
+
+@serve.deployment(
+    name=DEPLOYMENT_NAME,
+    # Production posture: one GPU per replica. build_app() sets 0 for device=cpu.
+    ray_actor_options={"num_gpus": 1, "num_cpus": 1},
+    max_ongoing_requests=64,
+    max_queued_requests=256,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    graceful_shutdown_timeout_s=120,
+)
+class MusicGenDeployment:
+    """Loads the engine once in ``__init__`` and serves ``generate`` calls."""
+
+    def __init__(self, spec: Mapping[str, Any]) -> None:
+        started = time.perf_counter()
+        self._engine = load_engine(parse_spec(dict(spec)))
+        self._load_time_s = time.perf_counter() - started
+        self._info = self._engine.describe()
+        self._limits = Limits()
+        self._progress: dict[str, float] = {}
+        self._pending_jobs = 0
+        self._requests = 0
+        self._batches: list[int] = []
+        log.info("loaded %s in %.2f s", self._info, self._load_time_s)
+
+    def reconfigure(self, user_config: Mapping[str, Any]) -> None:
+        """Apply batch size, batch wait and limits from ``user_config`` (live)."""
+        try:
+            config = MusicGenUserConfig.model_validate(dict(user_config))
+        except ValidationError as exc:
+            raise ConfigurationError(f"invalid MusicGen user_config: {exc}") from None
+        self._limits = config.limits
+        batcher: Any = self._generate_batch  # serve.batch adds the setters to the method
+        batcher.set_max_batch_size(config.max_batch_size)
+        batcher.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+    async def generate(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationResult:
+        """Validate, check limits, generate (batched with concurrent requests) and return audio.
+
+        Raises ``InputError`` subclasses for bad requests (before the engine sees them),
+        ``EngineOverloadedError`` when the queue is full or the device ran out of memory.
+        """
+        req = parse_request(request, self._limits)
+        if req.model is not None and req.model != self._info.model:
+            raise UnsupportedError(
+                f"this deployment serves {self._info.model!r}, not {req.model!r}",
+                code="model_not_served",
+            )
+        jobs = jobs_for(req)
+        for job in jobs:
+            self._engine.validate(job)
+        if self._pending_jobs + len(jobs) > self._limits.max_pending_jobs:
+            raise EngineOverloadedError(
+                f"{self._pending_jobs} jobs already queued (limit "
+                f"{self._limits.max_pending_jobs}); retry later",
+                code="queue_full",
+            )
+        self._requests += 1
+        self._pending_jobs += len(jobs)
+        try:
+            outputs = await asyncio.gather(*(self._generate_batch(job) for job in jobs))
+        finally:
+            self._pending_jobs -= len(jobs)
+            if req.request_id is not None:
+                self._progress.pop(req.request_id, None)
+        audios: list[GeneratedAudio] = []
+        for out in outputs:
+            if isinstance(out, BaseException):
+                raise out
+            audios.append(out)
+        return self._result(req, jobs, audios)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
+    async def _generate_batch(
+        self, jobs: list[GenerationJob]
+    ) -> list[GeneratedAudio | MusicfnError]:
+        self._batches.append(len(jobs))
+        del self._batches[:-100]
+        try:
+            # A worker thread keeps the event loop free for health checks and for gathering
+            # the next batch while this one runs.
+            done = await asyncio.to_thread(self._engine.generate, jobs, self._on_progress)
+            return list(done)
+        except MusicfnError as exc:
+            return [exc] * len(jobs)
+        except Exception as exc:
+            log.exception("engine failed on a batch of %d", len(jobs))
+            return [EngineError(f"engine failed: {type(exc).__name__}: {exc}")] * len(jobs)
+
+    def _on_progress(self, request_ids: Sequence[str], fraction: float) -> None:
+        for rid in request_ids:
+            self._progress[rid] = fraction
+
+    def _result(
+        self, req: GenerationRequest, jobs: list[GenerationJob], audios: list[GeneratedAudio]
+    ) -> GenerationResult:
+        if req.seed is None:  # parse_request always assigns one
+            raise EngineError("internal error: request reached the engine without a seed")
+        stems = None
+        if req.stems:
+            stems = {
+                job.stem: StemAudio(prompt=job.prompt, seed=job.seed, audio=out.audio)
+                for job, out in zip(jobs, audios, strict=True)
+                if job.stem is not None
+            }
+            audio = mix([out.audio for out in audios])
+        else:
+            audio = audios[0].audio
+        return GenerationResult(
+            request_id=req.request_id,
+            engine=self._info.engine,
+            model=self._info.model,
+            seed=req.seed,
+            sample_rate=audios[0].sample_rate,
+            audio=audio,
+            prompt=jobs[0].prompt if not req.stems else req.prompt,
+            duration_s=req.duration_s,
+            params=req.params,
+            stems=stems,
+            batch_size=max(out.batch_size for out in audios),
+        )
+
+    async def progress(self, request_id: str) -> float | None:
+        """Fraction done of a running request, or None when unknown or finished."""
+        return self._progress.get(request_id)
+
+    async def describe(self) -> dict[str, Any]:
+        """Engine identity and capabilities."""
+        info = self._info
+        sup = self._engine.supports
+        return {
+            "engine": info.engine, "model": info.model, "device": info.device,
+            "dtype": info.dtype, "versions": dict(info.versions),
+            "supports": {
+                "melody": sup.melody, "continuation": sup.continuation, "stereo": sup.stereo,
+                "max_duration_s": sup.max_duration_s, "sample_rate": sup.sample_rate,
+                "channels": sup.channels,
+            },
+        }
+
+    async def stats(self) -> dict[str, Any]:
+        """Load time, host (and GPU) memory, request count and recent batch sizes."""
+        batcher: Any = self._generate_batch
+        device_bytes = None
+        if self._info.device.startswith("cuda"):
+            import torch
+
+            device_bytes = int(torch.cuda.memory_allocated())
+        return {
+            "load_time_s": self._load_time_s,
+            "rss_bytes": _rss_bytes(),
+            "device_allocated_bytes": device_bytes,
+            "requests": self._requests,
+            "pending_jobs": self._pending_jobs,
+            "recent_batch_sizes": list(self._batches),
+            "max_batch_size": batcher._get_max_batch_size(),
+            "batch_wait_timeout_s": batcher._get_batch_wait_timeout_s(),
+        }
+
+    async def check_health(self) -> None:
+        """A tiny op on the engine's device (Serve restarts the replica if this raises)."""
+        await asyncio.to_thread(self._engine.check_health)
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class MusicGenAppArgs(BaseModel):
+    """Arguments of ``build_app`` (the ``args:`` of a Serve config application)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    engine: str = "audiocraft"
+    model: str = "facebook/musicgen-small"
+    device: Device = "cuda"
+    max_long_form_s: float = Field(default=120.0, gt=0.0, le=600.0)
+    num_replicas: int = Field(default=1, ge=1, le=64)
+    num_cpus: float = Field(default=1.0, ge=0.0)
+    max_batch_size: int = Field(default=8, ge=1, le=64)
+    batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
+    max_duration_s: float | None = Field(default=None, gt=0.0, le=600.0)
+    max_prompt_chars: int | None = Field(default=None, ge=1, le=4000)
+    # Off only for clusters whose GPU nodes appear through autoscaling.
+    gpu_check: bool = True
+
+
+def build_app(args: Mapping[str, Any] | None = None) -> Application:
+    """The MusicGen application for ``args`` (see ``MusicGenAppArgs``).
+
+    Raises ``NoGpuError`` at once when it would pin replicas to GPUs the cluster lacks,
+    ``ConfigurationError`` for bad args.
+    """
+    try:
+        a = MusicGenAppArgs.model_validate(dict(args or {}))
+    except ValidationError as exc:
+        raise ConfigurationError(f"invalid MusicGen app args: {exc}") from None
+    device: Device = a.device
+    if a.engine == "synth":
+        device = "cpu"
+    elif device == "auto":
+        device = "cuda" if gpu_check.cluster_gpus() >= 1 else "cpu"
+    spec = parse_spec({"engine": a.engine, "model": a.model, "device": device,
+                       "max_duration_s": a.max_long_form_s})
+    num_gpus = 1 if device == "cuda" else 0
+    if a.gpu_check:
+        gpu_check.require_gpus(
+            num_gpus, replicas=a.num_replicas, what=f"MusicGen ({a.model} on {device})"
+        )
+    settings = get_settings()
+    limits = Limits(
+        max_duration_s=a.max_duration_s or settings.max_generation_duration_s,
+        max_prompt_chars=a.max_prompt_chars or settings.max_prompt_chars,
+    )
+    user_config = MusicGenUserConfig(
+        max_batch_size=a.max_batch_size, batch_wait_timeout_s=a.batch_wait_timeout_s,
+        limits=limits,
+    )
+    deployment: Deployment = MusicGenDeployment  # type: ignore[assignment]
+    app: Application = deployment.options(
+        num_replicas=a.num_replicas,
+        ray_actor_options={"num_gpus": num_gpus, "num_cpus": a.num_cpus},
+        user_config=user_config.model_dump(),
+        max_ongoing_requests=max(64, 2 * a.max_batch_size),
+    ).bind(spec.model_dump())
+    return app
+
+
+def deploy(
+    app: Application, *, name: str = "musicgen", route_prefix: str | None = None
+) -> DeploymentHandle[Any]:
+    """``serve.run`` after checking the app's GPU demand against the cluster (fails fast)."""
+    gpu_check.check_app(app, what=f"application {name!r}")
+    return serve.run(app, name=name, route_prefix=route_prefix)
+
+
+__all__ = ["EngineSpec", "MusicGenDeployment", "build_app", "deploy"]
