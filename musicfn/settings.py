@@ -50,6 +50,7 @@ class Settings(BaseSettings):
     # Local state
     data_dir: Path = Path("data")
     catalogue_path: Path | None = None  # default: <data_dir>/catalogue.duckdb
+    catalogue_checkpoint_mb: int = Field(default=256, ge=1, le=16_384)
 
     # Embedded S3 (SeaweedFS `weed mini`). It uses the port block s3_port .. s3_port+4 and the
     # same block + 10000 for gRPC.

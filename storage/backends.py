@@ -46,7 +46,8 @@ def open_storage(settings: Settings, *, keep_s3_running: bool = False) -> Iterat
 @contextmanager
 def open_catalogue(settings: Settings) -> Iterator[Catalogue]:
     """The catalogue file, owned by this process for the block (CatalogueLockedError if not)."""
-    catalogue = Catalogue(settings.catalogue_file)
+    catalogue = Catalogue(settings.catalogue_file,
+                          checkpoint_mb=settings.catalogue_checkpoint_mb)
     try:
         yield catalogue
     finally:

@@ -15,7 +15,8 @@ from storage.catalogue import Catalogue
 CATALOGUE_ACTOR_NAME = "musicfn-catalogue"
 
 
-def catalogue_actor(path: Path | str, *, name: str = CATALOGUE_ACTOR_NAME,
+def catalogue_actor(path: Path | str, *, checkpoint_mb: int = 256,
+                    name: str = CATALOGUE_ACTOR_NAME,
                     namespace: str | None = None, detached: bool = False,
                     max_task_retries: int = 3) -> Any:
     """The handle of the catalogue owner actor, created on first use (``get_if_exists``).
@@ -37,4 +38,4 @@ def catalogue_actor(path: Path | str, *, name: str = CATALOGUE_ACTOR_NAME,
     if detached:
         options["lifetime"] = "detached"
     actor_cls = ray.remote(Catalogue)
-    return actor_cls.options(**options).remote(str(path))
+    return actor_cls.options(**options).remote(str(path), checkpoint_mb=checkpoint_mb)

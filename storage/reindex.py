@@ -7,13 +7,13 @@ upserts the same rows the online path writes (``storage.catalogue_schema.sidecar
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel, Field
 
-from musicfn.errors import InputError, InvalidKeyError
+from musicfn.errors import InputError, InvalidKeyError, MusicfnError, ObjectNotFoundError
 from musicfn.settings import Settings
 from storage.catalogue import Catalogue
 from storage.catalogue_queries import TrackQuery
@@ -61,9 +61,15 @@ def _list_until(objects: ObjectStore, prefix: str, before: date | None) -> Itera
         yield info
 
 
-def scan_bucket(objects: ObjectStore, settings: Settings, *,
-                before: date | None = None) -> BucketScan:
-    """Group every object under the track prefixes (optionally only days before ``before``)."""
+def scan_bucket(objects: ObjectStore, settings: Settings, *, before: date | None = None,
+                on_sidecar: Callable[[TrackKey], None] | None = None,
+                on_track: Callable[[TrackKey], None] | None = None) -> BucketScan:
+    """Group every object under the track prefixes (optionally only days before ``before``).
+
+    ``on_sidecar`` is called as each sidecar is listed, ``on_track`` as soon as both halves of
+    a track have been listed (they are neighbours in key order), so callers can work while
+    the listing goes on.
+    """
     scan = BucketScan()
     audio: dict[str, tuple[TrackKey, ObjectInfo]] = {}
     sidecars: dict[str, str] = {}
@@ -76,50 +82,71 @@ def scan_bucket(objects: ObjectStore, settings: Settings, *,
                 continue
             if ext == "json":
                 sidecars[key.id] = info.key
+                if on_sidecar is not None:
+                    on_sidecar(key)
             else:
                 audio[key.id] = (key, info)
-    for track_id, (key, info) in audio.items():
-        if track_id in sidecars:
-            scan.tracks[track_id] = key
-        else:
-            scan.orphan_audio.append(info)
+            if key.id in audio and key.id in sidecars:
+                track_key = audio[key.id][0]
+                scan.tracks[key.id] = track_key
+                if on_track is not None:
+                    on_track(track_key)
+    scan.orphan_audio = [info for i, (_, info) in audio.items() if i not in sidecars]
     scan.dangling_sidecars = sorted(k for i, k in sidecars.items() if i not in audio)
     return scan
 
 
 def reindex(objects: ObjectStore, catalogue: Catalogue, settings: Settings, *,
-            workers: int = 16, batch_size: int = 1000, prune: bool = True) -> ReindexReport:
-    """Upsert a row for every sidecar in the bucket; recompute prompt usage.
+            workers: int = 8, batch_size: int = 1000, prune: bool = True) -> ReindexReport:
+    """Upsert a row for every track's sidecar in the bucket; recompute prompt usage.
 
+    Sidecars are fetched while the listing goes on and upserted in batches as tracks complete.
     With ``prune``, completed rows whose track is no longer in the bucket are deleted.
     Unreadable sidecars are reported, not fatal.
     """
     started = time.perf_counter()
-    scan = scan_bucket(objects, settings)
-    keys = [k.sidecar_key for k in scan.tracks.values()]
+    fetches: dict[str, Future[bytes | MusicfnError]] = {}
+    ready: list[TrackKey] = []
     invalid: list[str] = []
     upserted = 0
 
-    def fetch(key: str) -> Sidecar | str:
-        try:
-            return Sidecar.from_json(objects.get(key))
-        except InputError:
-            return key
+    def flush() -> None:
+        nonlocal upserted
+        batch: list[Sidecar] = []
+        for key in ready:
+            body = fetches.pop(key.id).result()
+            if isinstance(body, ObjectNotFoundError):  # deleted since it was listed
+                continue
+            if isinstance(body, MusicfnError):
+                raise body
+            try:
+                batch.append(Sidecar.from_json(body))
+            except InputError:
+                invalid.append(key.sidecar_key)
+        ready.clear()
+        upserted += catalogue.upsert(batch)
+
+    def on_track(key: TrackKey) -> None:
+        ready.append(key)
+        if len(ready) >= batch_size:
+            flush()
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for i in range(0, len(keys), batch_size):
-            batch: list[Sidecar] = []
-            for result in pool.map(fetch, keys[i : i + batch_size]):
-                if isinstance(result, str):
-                    invalid.append(result)
-                else:
-                    batch.append(result)
-            upserted += catalogue.upsert(batch)
+        def on_sidecar(key: TrackKey) -> None:
+            fetches[key.id] = pool.submit(objects.fetch, key.sidecar_key)
+
+        try:
+            scan = scan_bucket(objects, settings, on_sidecar=on_sidecar, on_track=on_track)
+            flush()
+        finally:
+            for future in fetches.values():  # dangling sidecars, or an aborted run
+                future.cancel()
     catalogue.rebuild_prompts()
     pruned = catalogue.prune_completed(set(scan.tracks)) if prune else 0
+    catalogue.checkpoint()
     return ReindexReport(
-        sidecars=len(keys), upserted=upserted, pruned=pruned, invalid_sidecars=invalid,
-        orphan_audio=[o.key for o in scan.orphan_audio],
+        sidecars=len(scan.tracks), upserted=upserted, pruned=pruned,
+        invalid_sidecars=invalid, orphan_audio=[o.key for o in scan.orphan_audio],
         dangling_sidecars=scan.dangling_sidecars, invalid_keys=scan.invalid_keys,
         seconds=time.perf_counter() - started,
     )

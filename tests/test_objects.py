@@ -156,3 +156,14 @@ def test_stopped_server_gives_unreachable_error_not_a_hang(tmp_path: Path) -> No
         assert store.get("k") == b"v"
     finally:
         server.stop()
+
+
+def test_get_many_keeps_order_and_reports_missing_keys(objects: ObjectStore) -> None:
+    keys = [f"bulk/{i:03d}.json" for i in range(30)]
+    for i, k in enumerate(keys):
+        objects.put(k, f'{{"n": {i}}}'.encode(), content_type="application/json")
+    wanted = [*keys[:10], "bulk/missing.json", *keys[10:]]
+    results = list(objects.get_many(wanted, workers=4))
+    assert results[10].__class__ is ObjectNotFoundError
+    bodies = [r for i, r in enumerate(results) if i != 10]
+    assert bodies == [f'{{"n": {i}}}'.encode() for i in range(30)]
