@@ -25,8 +25,13 @@ class CatalogueConnection:
         self.path = Path(path)
         self._lock = threading.RLock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._checkpoint_mb = int(checkpoint_mb)
+        self._con = self._connect()
+        self._migrate()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
         try:
-            self._con = duckdb.connect(str(self.path))
+            con = duckdb.connect(str(self.path))
         except duckdb.IOException as exc:
             text = str(exc)
             if "lock" in text.lower():
@@ -41,8 +46,8 @@ class CatalogueConnection:
         # DuckDB checkpoints whenever the WAL passes the threshold, and every checkpoint
         # re-serialises the primary-key index: at the default 16 MB that halves bulk ingest
         # (41k vs 85k rows/s on 1 M rows). The price is a longer WAL replay after a crash.
-        self._con.execute(f"SET checkpoint_threshold = '{int(checkpoint_mb)}MB'")
-        self._migrate()
+        con.execute(f"SET checkpoint_threshold = '{self._checkpoint_mb}MB'")
+        return con
 
     def _migrate(self) -> None:
         with self._lock:
@@ -73,9 +78,16 @@ class CatalogueConnection:
         return int(row[0]) if row and row[0] is not None else 0
 
     def checkpoint(self) -> None:
-        """Write the WAL into the database file (after bulk loads; queries scan faster)."""
+        """Write the WAL into the file and reopen the connection (after bulk loads).
+
+        The connection that bulk-loaded rows keeps scanning its in-memory segments even after
+        a checkpoint; a fresh one scans the compressed, zone-mapped row groups: a filtered
+        query on 1 M rows takes 29 ms before and 6 ms after.
+        """
         with self._lock:
             self._con.execute("CHECKPOINT")
+            self._con.close()
+            self._con = self._connect()
 
     def close(self) -> None:
         with self._lock:
