@@ -10,6 +10,7 @@ the layer boundary that sees them. The HTTP layer maps classes to status codes i
     │   ├── LimitExceededError     over a configured limit (size, duration, length)
     │   ├── InvalidAudioError      undecodable / invalid audio
     │   └── UnsupportedError       a feature the chosen engine or model does not offer
+    ├── UnauthorizedError          missing or wrong credentials
     ├── NotFoundError              the thing asked for does not exist
     │   └── ObjectNotFoundError    (also a StorageError)
     ├── ConflictError              the state does not allow the operation
@@ -86,6 +87,10 @@ class InvalidAudioError(InputError):
 
 class UnsupportedError(InputError):
     code = "unsupported"
+
+
+class UnauthorizedError(MusicfnError):
+    code = "unauthorized"
 
 
 class NotFoundError(MusicfnError):
