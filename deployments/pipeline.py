@@ -1,0 +1,161 @@
+"""The generation pipeline: one job from a pending catalogue row to a stored, indexed track.
+
+    pending row → processing → generate (engine deployment) → normalise + analyse + encode
+    (Ray tasks) → put audio → put sidecar (commit) → completed row
+
+Any stage failing leaves the row ``failed`` with the stage, a code and a message; nothing
+half-written stays visible (the sidecar is the commit marker, see ``storage.tracks``).
+Transient storage errors are retried with backoff before the job gives up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from deployments.engines.requests import GenerationRequest, GenerationResult
+from deployments.http_errors import unwrap
+from functions.pipeline import ClipOptions
+from functions.results import ProcessedClip
+from functions.tasks import submit_clip
+from musicfn import __version__
+from musicfn.errors import MusicfnError
+from musicfn.settings import Settings
+from storage.keys import new_id, utc_now
+from storage.sidecar import AudioFacts, ErrorInfo, Sidecar, Summary
+from storage.tracks import TrackStore
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_BIT_DEPTH = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "PCM_S8": 8, "PCM_U8": 8}
+_STORAGE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
+
+
+def pending_job(request: GenerationRequest, options: ClipOptions) -> Sidecar:
+    """The catalogue record of a new job (status pending, server-generated id)."""
+    return Sidecar(
+        id=new_id(), kind="generation", status="pending", created_at=utc_now(),
+        prompt=request.prompt, seed=request.seed, model=request.model,
+        request={"generation": request.model_dump(mode="json",
+                                                   exclude={"melody", "continuation"}),
+                 "output": options.model_dump(mode="json")},
+        versions={"musicfn": __version__},
+    )
+
+
+def completed_sidecar(job: Sidecar, result: GenerationResult, clip: ProcessedClip,
+                      audio_key: str, timings: dict[str, float]) -> Sidecar:
+    """The sidecar of a finished track: audio facts, loudness, analysis, summary, timings."""
+    enc, analysis, after = clip.encoding, clip.analysis, clip.loudness.after
+    tempo, key = analysis.tempo, analysis.key
+    return job.model_copy(update={
+        "status": "completed",
+        "completed_at": utc_now(),
+        "engine": result.engine,
+        "model": result.model,
+        "seed": result.seed,
+        "audio_key": audio_key,
+        "audio": AudioFacts(
+            format=enc.format, subtype=enc.subtype, sample_rate=enc.sample_rate,
+            channels=enc.channels, bit_depth=_BIT_DEPTH.get(enc.subtype), frames=enc.frames,
+            duration_s=enc.duration_s, bytes=enc.bytes, sha256=enc.sha256),
+        "summary": Summary(
+            bpm=tempo.bpm if tempo else None,
+            bpm_confidence=tempo.confidence if tempo else None,
+            key=key.tonic if key else None, mode=key.mode if key else None,
+            key_confidence=key.confidence if key else None,
+            lufs=after.integrated_lufs, true_peak_dbtp=after.true_peak_dbtp,
+            peak_dbfs=after.sample_peak_dbfs),
+        "loudness": clip.loudness.model_dump(mode="json"),
+        "analysis": analysis.model_dump(mode="json"),
+        "timings": dict(timings),  # a copy: the record must not change after it is written
+        "error": None,
+    })
+
+
+class GenerationPipeline:
+    """Runs jobs against an engine deployment handle and the catalogue owner actor."""
+
+    def __init__(self, engine: Any, catalogue: Any, tracks: TrackStore,
+                 settings: Settings) -> None:
+        self.engine = engine  # DeploymentHandle of MusicGenDeployment
+        self.catalogue = catalogue  # ActorHandle of storage.catalogue.Catalogue
+        self.tracks = tracks
+        self.settings = settings
+
+    async def submit(self, request: GenerationRequest, options: ClipOptions) -> Sidecar:
+        """Record a pending job (and the prompt's use); the caller runs it with ``run``."""
+        job = pending_job(request, options)
+        await self.catalogue.upsert.remote([job])
+        await self.catalogue.record_prompts.remote([request.prompt])
+        return job
+
+    async def run(self, job: Sidecar, request: GenerationRequest,
+                  options: ClipOptions) -> Sidecar:
+        """Run one job to ``completed`` or ``failed``; returns the final record."""
+        timings: dict[str, float] = {}
+        stage = "start"
+        try:
+            await self.catalogue.transition.remote(job.id, "processing")
+            stage = "generate"
+            result = await _timed(timings, "generate",
+                                  self.engine.generate.remote(request.model_copy(
+                                      update={"request_id": job.id})))
+            stage = "postprocess"
+            clip: ProcessedClip = await _timed(
+                timings, "postprocess", submit_clip(result.audio, result.sample_rate, options))
+            timings.update(normalize=clip.timings.normalize_s,
+                           analyze=clip.timings.analyze_s, encode=clip.timings.encode_s)
+            stage = "upload"
+            key = self.tracks.new_key(self.settings.generations_prefix, job.id,
+                                      options.encoding.format)
+            # The sidecar records the stages before it; its own upload and indexing cannot be
+            # in it (the catalogue row must equal the stored sidecar, for reindex).
+            sidecar = completed_sidecar(job, result, clip, key.audio_key, timings)
+            stored = await _retry_transient(
+                lambda: asyncio.to_thread(self.tracks.write, sidecar, clip.audio))
+            stage = "index"
+            await self.catalogue.complete.remote(stored)
+            return stored
+        except Exception as exc:  # every failure ends as a failed row
+            return await self._fail(job, stage, exc)
+
+    async def _fail(self, job: Sidecar, stage: str, exc: BaseException) -> Sidecar:
+        original = unwrap(exc)
+        if isinstance(original, MusicfnError):
+            error = ErrorInfo(code=original.code, message=original.message, stage=stage)
+        else:
+            log.exception("job %s failed in %s", job.id, stage, exc_info=original)
+            error = ErrorInfo(code="internal_error", stage=stage,
+                              message=f"{type(original).__name__} during {stage}")
+        try:
+            failed: Sidecar = await self.catalogue.transition.remote(job.id, "failed",
+                                                                     error=error)
+            return failed
+        except Exception:  # the catalogue itself is down: report, do not mask
+            log.exception("could not record failure of job %s", job.id)
+            return job.model_copy(update={"status": "failed", "error": error})
+
+
+async def _timed(timings: dict[str, float], name: str, awaitable: Awaitable[T]) -> T:
+    started = time.perf_counter()
+    value = await awaitable
+    timings[name] = time.perf_counter() - started
+    return value
+
+
+async def _retry_transient(call: Callable[[], Awaitable[T]]) -> T:
+    """Await ``call()``, retrying retryable storage errors with backoff (≈7.5 s in all)."""
+    for delay in _STORAGE_RETRY_DELAYS_S:
+        try:
+            return await call()
+        except MusicfnError as exc:
+            if not exc.retryable:
+                raise
+            log.warning("transient storage error, retrying in %.1f s: %s", delay, exc.message)
+            await asyncio.sleep(delay)
+    return await call()

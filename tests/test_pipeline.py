@@ -1,0 +1,151 @@
+"""The generation pipeline end to end on real parts: a Serve synth engine, Ray tasks,
+SeaweedFS, and the catalogue owner actor."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deployments.engines.requests import Limits, parse_request
+from deployments.pipeline import GenerationPipeline
+from functions.decode import decode_audio
+from functions.loudness import measure_loudness
+from functions.pipeline import ClipOptions
+from musicfn.settings import Settings
+from storage.catalogue_actor import catalogue_actor
+from storage.embedded_s3 import EmbeddedS3
+from storage.keys import parse_key
+from storage.objects import ObjectStore
+from storage.sidecar import Sidecar
+from storage.tracks import TrackStore
+from tests.support import make_settings, start_s3_server
+
+pytestmark = [pytest.mark.ray]
+LIMITS = Limits(max_duration_s=30.0, max_prompt_chars=500)
+
+
+@pytest.fixture(scope="module")
+def engine(ray_cluster: Any) -> Iterator[Any]:
+    from ray import serve
+
+    from deployments.musicgen import build_app, deploy
+
+    handle = deploy(build_app({"engine": "synth", "model": "synth", "device": "cpu",
+                               "num_cpus": 0.5, "batch_wait_timeout_s": 0.01}),
+                    name="pipeline-engine")
+    yield handle
+    serve.delete("pipeline-engine")
+
+
+def make_pipeline(engine: Any, settings: Settings, name: str) -> GenerationPipeline:
+    objects = ObjectStore(settings)
+    objects.ensure_bucket()
+    catalogue = catalogue_actor(settings.catalogue_file, name=name)
+    return GenerationPipeline(engine, catalogue, TrackStore(objects, settings), settings)
+
+
+def request(prompt: str = "lofi hip hop, mellow", duration_s: float = 3.0,
+            **extra: Any) -> Any:
+    return parse_request({"prompt": prompt, "duration_s": duration_s, "model": "synth",
+                          "bpm": 96, **extra}, LIMITS)
+
+
+def test_prompt_becomes_a_stored_analysed_indexed_track(engine: Any,
+                                                         settings: Settings) -> None:
+    import ray
+
+    pipeline = make_pipeline(engine, settings, "cat-pipeline-1")
+    options = ClipOptions(preset="podcast")
+    req = request(duration_s=8.0)
+
+    async def go() -> tuple[Sidecar, Sidecar]:
+        job = await pipeline.submit(req, options)
+        return job, await pipeline.run(job, req, options)
+
+    job, done = asyncio.run(go())
+    assert done.status == "completed", done.error
+    assert done.engine == "synth" and done.id == job.id and done.seed == req.seed
+    key, ext = parse_key(done.audio_key or "", settings.track_prefixes)
+    assert ext == "wav" and key.audio_key.startswith(f"generations/{job.created_at:%Y/%m/%d}/")
+    objects = pipeline.tracks.objects
+    # The WAV decodes to the requested duration and measures the loudness target.
+    decoded = decode_audio(objects.get(key.audio_key))
+    assert decoded.audio.shape[1] / decoded.sample_rate == pytest.approx(8.0, abs=0.01)
+    lufs = measure_loudness(decoded.audio, decoded.sample_rate).integrated_lufs
+    assert lufs is not None and abs(lufs - (-16.0)) <= 0.5
+    # Sidecar in the bucket == the catalogue row == what the pipeline returned.
+    assert Sidecar.from_json(objects.get(key.sidecar_key)) == done
+    assert ray.get(pipeline.catalogue.get.remote(job.id)) == done
+    assert done.summary.bpm is not None and abs(done.summary.bpm - 96) / 96 < 0.04
+    assert set(done.timings) == {"generate", "postprocess", "normalize", "analyze", "encode"}
+    stats = ray.get(pipeline.catalogue.stats.remote())
+    assert stats.top_prompts == [("lofi hip hop, mellow", 1)]
+
+
+def test_concurrent_jobs_all_complete(engine: Any, settings: Settings) -> None:
+    import ray
+
+    pipeline = make_pipeline(engine, settings, "cat-pipeline-2")
+    options = ClipOptions()
+
+    async def one(i: int) -> Sidecar:
+        req = request(prompt=f"ambient pad {i}", duration_s=2.0, seed=i)
+        return await pipeline.run(await pipeline.submit(req, options), req, options)
+
+    async def go() -> list[Sidecar]:
+        return list(await asyncio.gather(*(one(i) for i in range(4))))
+
+    results = asyncio.run(go())
+    assert [r.status for r in results] == ["completed"] * 4
+    assert len({r.audio_key for r in results}) == 4
+    assert ray.get(pipeline.catalogue.count.remote()) == 4
+
+
+def test_engine_rejection_leaves_a_failed_row_and_no_objects(engine: Any,
+                                                              settings: Settings) -> None:
+    import ray
+
+    pipeline = make_pipeline(engine, settings, "cat-pipeline-3")
+    options = ClipOptions()
+    # Valid request shape, but synth cannot continue audio: the engine rejects it.
+    req = request(continuation={"samples": [[0.0] * 32000], "sample_rate": 32000})
+
+    async def go() -> Sidecar:
+        return await pipeline.run(await pipeline.submit(req, options), req, options)
+
+    failed = asyncio.run(go())
+    assert failed.status == "failed" and failed.error is not None
+    assert failed.error.stage == "generate" and failed.error.code == "continuation_unsupported"
+    assert ray.get(pipeline.catalogue.get.remote(failed.id)) == failed
+    assert list(pipeline.tracks.objects.list("generations/")) == []
+
+
+@pytest.mark.fault
+def test_s3_down_during_upload_fails_cleanly_with_nothing_half_written(
+        engine: Any, tmp_path: Path) -> None:
+    import ray
+
+    server: EmbeddedS3 = start_s3_server(tmp_path / "s3")
+    try:
+        settings = make_settings(server, tmp_path)
+        pipeline = make_pipeline(engine, settings, "cat-pipeline-4")
+        options = ClipOptions()
+        req = request(duration_s=2.0)
+
+        async def go() -> Sidecar:
+            job = await pipeline.submit(req, options)
+            server.stop()  # the outage starts after the job is accepted
+            return await pipeline.run(job, req, options)
+
+        failed = asyncio.run(go())
+        assert failed.status == "failed" and failed.error is not None
+        assert (failed.error.stage, failed.error.code) == ("upload", "storage_unreachable")
+        assert ray.get(pipeline.catalogue.get.remote(failed.id)).status == "failed"
+        server.start()
+        assert list(pipeline.tracks.objects.list("generations/")) == []
+    finally:
+        server.stop()
