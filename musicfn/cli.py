@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "musicfn.commands.run_cmd",
     "musicfn.commands.audio_cmds",
     "musicfn.commands.engine_cmds",
+    "musicfn.commands.client_cmds",
 )
 
 Handler = Callable[[argparse.Namespace], int]

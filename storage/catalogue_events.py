@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 from pydantic import BaseModel
 
+from musicfn.errors import ConflictError
 from storage.catalogue_db import CatalogueConnection
 from storage.catalogue_schema import naive_utc
 from storage.keys import utc_now
@@ -58,3 +59,20 @@ class EventLogMixin(CatalogueConnection):
         with self._lock, self._transaction():
             self._con.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
                               [name, value, naive_utc(utc_now())])
+
+    def claim_idempotency_key(self, key: str, body_sha256: str, track_id: str) -> str:
+        """Bind ``key`` to ``track_id``, or return the track it is already bound to.
+
+        Raises ConflictError when the key was used with a different request body.
+        """
+        with self._lock, self._transaction():
+            row = self._one("SELECT body_sha256, track_id FROM idempotency_keys WHERE key = ?",
+                            [key])
+            if row is None:
+                self._con.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
+                                  [key, body_sha256, track_id, naive_utc(utc_now())])
+                return track_id
+        if row[0] != body_sha256:
+            raise ConflictError(f"Idempotency-Key {key!r} was used with a different request",
+                                code="idempotency_key_reused")
+        return str(row[1])

@@ -69,6 +69,14 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             updated_at TIMESTAMP NOT NULL
         )""",
     )),
+    (3, (
+        """CREATE TABLE idempotency_keys (
+            key VARCHAR PRIMARY KEY,
+            body_sha256 VARCHAR NOT NULL,
+            track_id VARCHAR NOT NULL,
+            created_at TIMESTAMP NOT NULL
+        )""",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

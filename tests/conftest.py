@@ -52,6 +52,7 @@ def objects(settings: Settings) -> ObjectStore:
 def ray_cluster() -> Iterator[Any]:
     """A real local Ray cluster (2 CPUs, no dashboard) shared by the whole session."""
     import ray
+    from ray import serve
 
     ctx = ray.init(
         num_cpus=2,
@@ -60,6 +61,11 @@ def ray_cluster() -> Iterator[Any]:
         logging_level="WARNING",
         configure_logging=True,
     )
+    # Serve's HTTP proxy is one per cluster: start it here, on loopback and a free port, so
+    # whichever test deploys first cannot pick other options.
+    port = free_port_block()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    os.environ["MUSICFN_TEST_SERVE_URL"] = f"http://127.0.0.1:{port}"
     try:
         yield ctx
     finally:
@@ -70,6 +76,12 @@ def ray_cluster() -> Iterator[Any]:
         except Exception:
             pass
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def serve_url(ray_cluster: Any) -> str:
+    """Base URL of the session's Serve HTTP proxy (127.0.0.1)."""
+    return os.environ["MUSICFN_TEST_SERVE_URL"]
 
 
 @pytest.fixture

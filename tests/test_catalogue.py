@@ -14,6 +14,7 @@ import pytest
 
 from musicfn.errors import (
     CatalogueError,
+    ConflictError,
     InvalidRequestError,
     InvalidTransitionError,
     NotFoundError,
@@ -247,3 +248,13 @@ def test_kill_9_mid_batch_keeps_every_acknowledged_row(tmp_data: Path) -> None:
         assert len(present) == len(set(present))
     finally:
         reopened.close()
+
+
+def test_idempotency_keys(cat: Catalogue) -> None:
+    first, second = new_id(), new_id()
+    assert cat.claim_idempotency_key("k1", "h1", first) == first
+    assert cat.claim_idempotency_key("k1", "h1", second) == first  # same key + body: same job
+    with pytest.raises(ConflictError) as err:
+        cat.claim_idempotency_key("k1", "other-body", second)
+    assert err.value.code == "idempotency_key_reused"
+    assert cat.claim_idempotency_key("k2", "h1", second) == second

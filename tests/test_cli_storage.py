@@ -15,21 +15,23 @@ from musicfn.settings import Settings
 from storage.catalogue import Catalogue
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
+from tests.support import free_port_block
 from tests.test_tracks_reindex import make_track
 
 MUSICFN = str(Path(sys.executable).parent / "musicfn")
 
 
-def run(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ,
+def run(settings: Settings, *args: str, env: dict[str, str] | None = None,
+        timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {}),
            "MUSICFN_EMBEDDED_S3_PORT": str(settings.embedded_s3_port),
            "MUSICFN_EMBEDDED_S3_DIR": str(settings.embedded_s3_data),
            "MUSICFN_S3_ACCESS_KEY": settings.access_key,
            "MUSICFN_S3_SECRET_KEY": settings.secret_key,
            "MUSICFN_BUCKET": settings.bucket,
            "MUSICFN_DATA_DIR": str(settings.data_dir)}
-    return subprocess.run([MUSICFN, *args], capture_output=True, text=True, env=env,
-                          timeout=120, check=False)
+    return subprocess.run([MUSICFN, *args], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, check=False)
 
 
 @pytest.fixture
@@ -44,11 +46,18 @@ def stored(objects: ObjectStore, settings: Settings) -> list[str]:
     return ids
 
 
-def test_run_once_reuses_the_s3_server_and_shows_the_catalogue(settings: Settings) -> None:
-    out = run(settings, "run", "--once")
-    assert out.returncode == 0, out.stderr
+@pytest.mark.ray
+def test_run_once_generates_a_real_track(settings: Settings) -> None:
+    """The README's first command: storage, Ray, Serve, one generation, printed."""
+    port = free_port_block()
+    out = run(settings, "run", "--once", env={"MUSICFN_HTTP_PORT": str(port)}, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
     assert "embedded S3 reused" in out.stdout
-    assert "catalogue: 0 tracks" in out.stdout
+    assert "synth engine on cpu: no CUDA GPU on this machine" in out.stdout
+    assert f"object:    s3://{settings.bucket}/generations/" in out.stdout
+    assert "BPM" in out.stdout and '"status": "completed"' in out.stdout
+    stats = json.loads(run(settings, "stats", "--json").stdout)
+    assert stats["counts_by_status"] == {"completed": 1}
 
 
 def test_reindex_ls_stats_cleanup(settings: Settings, stored: list[str]) -> None:

@@ -1,0 +1,191 @@
+"""The HTTP ingress over real HTTP through Ray Serve: synth engine, SeaweedFS, DuckDB owner."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from functions.decode import decode_audio
+from functions.loudness import measure_loudness
+from storage.embedded_s3 import EmbeddedS3
+from tests.support import make_settings
+
+pytestmark = [pytest.mark.ray]
+API_KEY = "test-api-key"
+AUTH = {"x-api-key": API_KEY}
+
+
+@pytest.fixture(scope="module")
+def api(serve_url: str, s3_server: EmbeddedS3,
+        tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
+    from ray import serve
+
+    from deployments.app import build_app
+
+    data = tmp_path_factory.mktemp("ingress")
+    settings = make_settings(s3_server, data, api_key=API_KEY)
+    app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
+                     "batch_wait_timeout_s": 0.01, "settings": settings.model_dump()})
+    serve.run(app, name="ingress", route_prefix="/v-test")
+    with httpx.Client(base_url=f"{serve_url}/v-test", timeout=120) as client:
+        yield client
+    serve.delete("ingress")
+
+
+def generate(api: httpx.Client, wait: float = 90, **body: Any) -> httpx.Response:
+    payload = {"prompt": "warm lofi beat with vinyl crackle", "duration_s": 8.0,
+               "engine": "synth", "bpm": 90, **body}
+    return api.post("/v1/generations", params={"wait": wait}, json=payload, headers=AUTH)
+
+
+def test_round_trip(api: httpx.Client, tmp_path: Path) -> None:
+    r = generate(api, loudness={"preset": "podcast"}, seed=7)
+    assert r.status_code == 200, r.text
+    rec = r.json()
+    assert rec["status"] == "completed" and rec["progress"] == 1.0
+    assert r.headers["location"] == f"/v1/generations/{rec['id']}"
+    sc = rec["record"]
+    assert sc["engine"] == "synth" and sc["seed"] == 7
+    assert sc["audio_key"].startswith(f"generations/{sc['created_at'][:10].replace('-', '/')}/")
+    # The presigned URL serves the WAV: right duration, loudness target.
+    wav = httpx.get(rec["audio_url"]).content
+    decoded = decode_audio(wav)
+    assert decoded.audio.shape[1] / decoded.sample_rate == pytest.approx(8.0, abs=0.01)
+    lufs = measure_loudness(decoded.audio, decoded.sample_rate).integrated_lufs
+    assert lufs is not None and abs(lufs + 16.0) <= 0.5
+    # GET, audio redirect / inline, waveform.
+    got = api.get(f"/v1/generations/{rec['id']}", headers=AUTH).json()
+    assert got["record"] == sc
+    redirect = api.get(f"/v1/generations/{rec['id']}/audio", headers=AUTH)
+    assert redirect.status_code == 307 and "X-Amz-Signature" in redirect.headers["location"]
+    inline = api.get(f"/v1/generations/{rec['id']}/audio", params={"inline": 1}, headers=AUTH)
+    assert inline.content == wav
+    wave = api.get(f"/v1/generations/{rec['id']}/waveform", headers=AUTH).json()
+    assert wave["version"] == 2 and wave["data"]
+    # The list filters find it.
+    found = api.get("/v1/generations", params={"prompt": "VINYL", "bpm_min": 80,
+                                                "bpm_max": 100}, headers=AUTH).json()
+    assert rec["id"] in [t["id"] for t in found["items"]]
+    none = api.get("/v1/generations", params={"prompt": "vinyl", "bpm_min": 150},
+                   headers=AUTH).json()
+    assert rec["id"] not in [t["id"] for t in none["items"]]
+
+
+def test_accepted_then_polled(api: httpx.Client) -> None:
+    r = generate(api, wait=0, duration_s=2.0)
+    assert r.status_code == 202
+    url = r.headers["location"]
+    deadline = time.monotonic() + 120
+    while (rec := api.get(url, headers=AUTH).json())["status"] not in ("completed", "failed"):
+        if time.monotonic() > deadline:
+            pytest.fail(f"job stuck: {rec}")
+        time.sleep(0.3)
+    assert rec["status"] == "completed"
+
+
+def test_idempotency_key(api: httpx.Client) -> None:
+    body = {"prompt": "idempotent techno", "duration_s": 2.0, "engine": "synth"}
+    headers = {**AUTH, "idempotency-key": "idem-1"}
+    first = api.post("/v1/generations", params={"wait": 60}, json=body, headers=headers)
+    again = api.post("/v1/generations", params={"wait": 60}, json=body, headers=headers)
+    assert first.json()["id"] == again.json()["id"]
+    listed = api.get("/v1/generations", params={"prompt": "idempotent techno"},
+                     headers=AUTH).json()
+    assert len(listed["items"]) == 1
+    other = api.post("/v1/generations", json={**body, "duration_s": 3.0}, headers=headers)
+    assert (other.status_code, other.json()["code"]) == (409, "idempotency_key_reused")
+
+
+def test_delete(api: httpx.Client) -> None:
+    rec = generate(api, duration_s=2.0).json()
+    assert api.delete(f"/v1/generations/{rec['id']}", headers=AUTH).status_code == 204
+    assert api.get(f"/v1/generations/{rec['id']}", headers=AUTH).status_code == 404
+    assert httpx.get(rec["audio_url"]).status_code == 404
+
+
+@pytest.mark.parametrize(("body", "status", "code"), [
+    ({"duration_s": 0}, 422, "invalid_request"),
+    ({"duration_s": -1}, 422, "invalid_request"),
+    ({"duration_s": 999}, 413, None),
+    ({"prompt": ""}, 422, "invalid_request"),
+    ({"prompt": "x" * 600}, 413, None),
+    ({"prompt": "bad\x00prompt"}, 400, None),
+    ({"stems": ["kazoo"]}, 400, "unknown_stem"),
+    ({"engine": None, "model": "facebook/unknown"}, 400, "unknown_model"),
+    ({"surprise": 1}, 422, "invalid_request"),
+    ({"loudness": {"preset": "loud"}}, 422, "invalid_request"),
+    ({"callback_url": "http://169.254.169.254/latest"}, 400, "callback_url_not_allowed"),
+])
+def test_bad_input_gets_a_4xx_with_a_code(api: httpx.Client, body: dict[str, Any],
+                                          status: int, code: str | None) -> None:
+    before = api.get("/v1/stats", headers=AUTH).json()["total_tracks"]
+    r = generate(api, wait=0, **body)
+    assert r.status_code == status, r.text
+    err = r.json()
+    assert err["message"] and (code is None or err["code"] == code)
+    assert api.get("/v1/stats", headers=AUTH).json()["total_tracks"] == before
+
+
+def test_malformed_json_and_auth(api: httpx.Client) -> None:
+    r = api.post("/v1/generations", content=b"{oops", headers={
+        **AUTH, "content-type": "application/json"})
+    assert (r.status_code, r.json()["code"]) == (422, "malformed_json")
+    for headers in ({}, {"x-api-key": "wrong"}):
+        r = api.post("/v1/generations", json={"prompt": "x", "duration_s": 1},
+                     headers=headers)
+        assert (r.status_code, r.json()["code"]) == (401, "unauthorized")
+        assert api.get("/v1/generations", headers=headers).status_code == 401
+    assert api.get("/v1/generations/not-an-id", headers=AUTH).status_code == 404
+
+
+def test_healthz_needs_no_key(api: httpx.Client) -> None:
+    r = api.get("/healthz")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["ok"] and body["s3"]["ok"] and body["catalogue"]["ok"]
+    assert body["engine"]["engine"] == "synth" and body["engine"]["device"] == "cpu"
+    assert api.get("/docs").status_code == 200
+
+
+def test_production_config_is_valid_and_fails_fast_without_gpus(ray_cluster: Any) -> None:
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from deployments.app import build_app
+    from musicfn.errors import NoGpuError
+
+    config = yaml.safe_load((Path(__file__).parents[1] / "serve_config.yaml").read_text())
+    schema = ServeDeploySchema.model_validate(config)
+    (app,) = schema.applications
+    assert app.import_path == "deployments.app:build_app"
+    assert schema.http_options.host == "127.0.0.1"
+    deployments = {d["name"]: d for d in config["applications"][0]["deployments"]}
+    assert deployments["MusicGen"]["ray_actor_options"]["num_gpus"] == 1
+    assert deployments["MusicGen"]["graceful_shutdown_timeout_s"] > 120
+    with pytest.raises(NoGpuError, match="--device cpu"):
+        build_app(config["applications"][0]["args"])
+
+
+def test_generate_client_command(api: httpx.Client, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    musicfn = str(Path(sys.executable).parent / "musicfn")
+    env = {**os.environ, "MUSICFN_API_KEY": API_KEY}
+    out = tmp_path / "clip.wav"
+    done = subprocess.run([musicfn, "generate", "client command test", "--duration", "2",
+                           "--engine", "synth", "--seed", "3", "-o", str(out),
+                           "--url", str(api.base_url)], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "completed" in done.stdout and out.stat().st_size > 1000
+    bad = subprocess.run([musicfn, "generate", "x", "--duration", "999", "--engine", "synth",
+                          "--url", str(api.base_url)], capture_output=True, text=True,
+                         env=env, timeout=300, check=False)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1
