@@ -2,7 +2,8 @@
 
 Targets are checked against SSRF before every attempt: the host is resolved and every address
 must be public (no loopback, private, link-local, multicast, reserved or unspecified ranges)
-unless settings allow private targets. For plain http the connection then goes to the checked
+unless settings allow private targets; link-local addresses (cloud metadata services such as
+169.254.169.254) are refused even then. For plain http the connection then goes to the checked
 address, so a DNS answer cannot change between check and request; for https the TLS client
 resolves the name again (certificate validation needs it), which leaves a short rebinding
 window that a network egress policy should close.
@@ -44,16 +45,16 @@ def validate_callback_url(url: str, *, allow_private: bool = False) -> str:
     except ValueError:
         raise InvalidRequestError("callback_url has an invalid port",
                                   code="invalid_callback_url") from None
-    if not allow_private:
-        try:
-            ip = ipaddress.ip_address(parts.hostname)
-        except ValueError:
-            if parts.hostname.lower() in ("localhost", "localhost.localdomain") or \
-                    parts.hostname.lower().endswith(".localhost"):
-                raise _private(parts.hostname) from None
-        else:
-            if not _is_public(ip):
-                raise _private(parts.hostname)
+    try:
+        ip = ipaddress.ip_address(parts.hostname)
+    except ValueError:
+        host = parts.hostname.lower()
+        if not allow_private and (host in ("localhost", "localhost.localdomain")
+                                  or host.endswith(".localhost")):
+            raise _private(parts.hostname) from None
+    else:
+        if not _allowed(ip, allow_private):
+            raise _private(parts.hostname)
     return url
 
 
@@ -63,11 +64,14 @@ def _private(host: str) -> InvalidRequestError:
         "set MUSICFN_CALLBACK_ALLOW_PRIVATE=true to allow)", code="callback_url_not_allowed")
 
 
-def _is_public(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+def _allowed(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_private: bool) -> bool:
+    """Public addresses always; loopback/private ones only when allowed; link-local
+    (metadata services), multicast, reserved and unspecified never."""
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_multicast
-                or ip.is_reserved or ip.is_unspecified)
+    if ip.is_link_local or ip.is_multicast or ip.is_reserved or ip.is_unspecified:
+        return False
+    return allow_private or not (ip.is_private or ip.is_loopback)
 
 
 async def resolve_checked(url: str, *, allow_private: bool) -> str:
@@ -82,7 +86,7 @@ async def resolve_checked(url: str, *, allow_private: bool) -> str:
         raise InvalidRequestError(f"callback host {host} does not resolve: {exc}",
                                   code="invalid_callback_url") from None
     addresses = [ipaddress.ip_address(info[4][0]) for info in infos]
-    if not allow_private and not all(_is_public(a) for a in addresses):
+    if not all(_allowed(a, allow_private) for a in addresses):
         raise _private(host)
     return str(addresses[0])
 

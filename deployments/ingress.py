@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -24,8 +24,10 @@ from deployments.callbacks import post_callback, validate_callback_url
 from deployments.engines.requests import GenerationRequest, Limits
 from deployments.http_errors import install_error_handlers
 from deployments.pipeline import GenerationPipeline, pending_job
+from deployments.uploads import read_upload
+from functions.decode import DecodeLimits, decode_audio
 from functions.pipeline import ClipOptions
-from functions.tasks import warm_up_workers
+from functions.tasks import analyze_task, warm_up_workers
 from musicfn import __version__
 from musicfn.errors import InvalidRequestError, MusicfnError, NotFoundError
 from musicfn.settings import Settings, get_settings
@@ -197,6 +199,34 @@ class Ingress:
             await asyncio.to_thread(self.tracks.delete, self.tracks.key_for(sc))
         await self.catalogue.delete.remote([track_id])
         return Response(status_code=204)
+
+    # -- analyses --------------------------------------------------------------------------
+
+    @app.post("/v1/analyses")
+    async def analyze_upload(
+            self, request: Request, store: bool = False,
+            preset: Literal["streaming", "podcast", "broadcast"] = "streaming") -> JSONResponse:
+        """Analyse an uploaded file (multipart field ``file``, or a raw audio body), capped
+        at MUSICFN_MAX_UPLOAD_BYTES (413 beyond). ``?store=true`` also stores a normalised
+        copy as a track."""
+        check_api_key(request, self.settings.api_key)
+        data, filename = await read_upload(request, self.settings.max_upload_bytes)
+        decoded = await asyncio.to_thread(decode_audio, data,
+                                          DecodeLimits.from_settings(self.settings))
+        options = ClipOptions(preset=preset)
+        refs: Any = analyze_task.remote(decoded.audio, decoded.sample_rate, None, options)
+        analysis = await refs[0]
+        body: dict[str, Any] = {"filename": filename,
+                                "analysis": analysis.model_dump(mode="json")}
+        if not store:
+            return JSONResponse(body)
+        track = await self.pipeline.store_upload(decoded.audio, decoded.sample_rate, options,
+                                                 filename=filename)
+        if track.status != "completed" and track.error is not None:
+            raise MusicfnError(track.error.message, code=track.error.code)
+        body["track"] = (await self._record(track)).model_dump(mode="json")
+        return JSONResponse(body, status_code=201,
+                            headers={"Location": f"/v1/generations/{track.id}"})
 
     # -- service ---------------------------------------------------------------------------
 

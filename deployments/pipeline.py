@@ -47,17 +47,20 @@ def pending_job(request: GenerationRequest, options: ClipOptions) -> Sidecar:
     )
 
 
-def completed_sidecar(job: Sidecar, result: GenerationResult, clip: ProcessedClip,
+def completed_sidecar(job: Sidecar, result: GenerationResult | None, clip: ProcessedClip,
                       audio_key: str, timings: dict[str, float]) -> Sidecar:
-    """The sidecar of a finished track: audio facts, loudness, analysis, summary, timings."""
+    """The sidecar of a finished track: audio facts, loudness, analysis, summary, timings.
+
+    ``result`` is the engine's output for generations, None for uploads.
+    """
     enc, analysis, after = clip.encoding, clip.analysis, clip.loudness.after
     tempo, key = analysis.tempo, analysis.key
     return job.model_copy(update={
         "status": "completed",
         "completed_at": utc_now(),
-        "engine": result.engine,
-        "model": result.model,
-        "seed": result.seed,
+        "engine": result.engine if result else None,
+        "model": result.model if result else None,
+        "seed": result.seed if result else None,
         "audio_key": audio_key,
         "audio": AudioFacts(
             format=enc.format, subtype=enc.subtype, sample_rate=enc.sample_rate,
@@ -111,18 +114,46 @@ class GenerationPipeline:
             timings.update(normalize=clip.timings.normalize_s,
                            analyze=clip.timings.analyze_s, encode=clip.timings.encode_s)
             stage = "upload"
-            key = self.tracks.new_key(self.settings.generations_prefix, job.id,
-                                      options.encoding.format)
-            # The sidecar records the stages before it; its own upload and indexing cannot be
-            # in it (the catalogue row must equal the stored sidecar, for reindex).
-            sidecar = completed_sidecar(job, result, clip, key.audio_key, timings)
-            stored = await _retry_transient(
-                lambda: asyncio.to_thread(self.tracks.write, sidecar, clip.audio))
-            stage = "index"
-            await self.catalogue.complete.remote(stored)
-            return stored
+            return await self._store(job, result, clip, self.settings.generations_prefix,
+                                     options, timings)
         except Exception as exc:  # every failure ends as a failed row
             return await self._fail(job, stage, exc)
+
+    async def store_upload(self, audio: Any, sample_rate: int, options: ClipOptions, *,
+                           filename: str) -> Sidecar:
+        """Normalise, analyse and encode uploaded audio and store it as a track (kind
+        ``upload``, under the processed prefix), with the same lifecycle as a generation."""
+        job = Sidecar(id=new_id(), kind="upload", status="pending", created_at=utc_now(),
+                      request={"filename": filename, "output": options.model_dump(mode="json")},
+                      versions={"musicfn": __version__})
+        await self.catalogue.upsert.remote([job])
+        timings: dict[str, float] = {}
+        stage = "start"
+        try:
+            await self.catalogue.transition.remote(job.id, "processing")
+            stage = "postprocess"
+            clip: ProcessedClip = await _timed(timings, "postprocess",
+                                               submit_clip(audio, sample_rate, options))
+            timings.update(normalize=clip.timings.normalize_s,
+                           analyze=clip.timings.analyze_s, encode=clip.timings.encode_s)
+            stage = "upload"
+            return await self._store(job, None, clip, self.settings.processed_prefix, options,
+                                     timings)
+        except Exception as exc:  # every failure ends as a failed row
+            return await self._fail(job, stage, exc)
+
+    async def _store(self, job: Sidecar, result: GenerationResult | None,
+                     clip: ProcessedClip, prefix: str, options: ClipOptions,
+                     timings: dict[str, float]) -> Sidecar:
+        """Audio, then sidecar, into the bucket; then the completed row."""
+        key = self.tracks.new_key(prefix, job.id, options.encoding.format)
+        # The sidecar records the stages before it; its own upload and indexing cannot be
+        # in it (the catalogue row must equal the stored sidecar, for reindex).
+        sidecar = completed_sidecar(job, result, clip, key.audio_key, timings)
+        stored = await _retry_transient(
+            lambda: asyncio.to_thread(self.tracks.write, sidecar, clip.audio))
+        await self.catalogue.complete.remote(stored)
+        return stored
 
     async def _fail(self, job: Sidecar, stage: str, exc: BaseException) -> Sidecar:
         original = unwrap(exc)

@@ -7,16 +7,24 @@ writes are idempotent upserts, so calls interrupted by a crash are retried
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
 from storage.catalogue import Catalogue
 
-CATALOGUE_ACTOR_NAME = "musicfn-catalogue"
+CATALOGUE_ACTOR_PREFIX = "musicfn-catalogue"
+
+
+def owner_name(path: Path | str) -> str:
+    """The actor name of the owner of one catalogue file: one owner per file, so services
+    with different catalogues never share an owner."""
+    digest = hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:16]
+    return f"{CATALOGUE_ACTOR_PREFIX}-{digest}"
 
 
 def catalogue_actor(path: Path | str, *, checkpoint_mb: int = 256,
-                    name: str = CATALOGUE_ACTOR_NAME,
+                    name: str | None = None,
                     namespace: str | None = None, detached: bool = False,
                     max_task_retries: int = 3) -> Any:
     """The handle of the catalogue owner actor, created on first use (``get_if_exists``).
@@ -27,7 +35,7 @@ def catalogue_actor(path: Path | str, *, checkpoint_mb: int = 256,
     import ray
 
     options: dict[str, Any] = {
-        "name": name,
+        "name": name or owner_name(path),
         "get_if_exists": True,
         "max_restarts": -1,
         "max_task_retries": max_task_retries,

@@ -67,6 +67,14 @@ def test_malformed_callback_urls(url: str) -> None:
     assert err.value.code == "invalid_callback_url"
 
 
+@pytest.mark.parametrize("url", ["http://169.254.169.254/latest/meta-data",
+                                 "http://[fe80::1]/", "http://224.0.0.1/", "http://0.0.0.0/"])
+def test_metadata_and_special_targets_refused_even_when_private_allowed(url: str) -> None:
+    with pytest.raises(InvalidRequestError):
+        validate_callback_url(url, allow_private=True)
+    assert validate_callback_url("http://10.0.0.5/hook", allow_private=True)
+
+
 def test_public_targets_pass_shape_check() -> None:
     assert validate_callback_url("https://hooks.example.com/musicfn?x=1")
     assert validate_callback_url("http://8.8.8.8:8080/hook")

@@ -17,6 +17,7 @@ from tests.support import make_settings
 
 pytestmark = [pytest.mark.ray]
 API_KEY = "test-api-key"
+MAX_UPLOAD = 2_000_000
 AUTH = {"x-api-key": API_KEY}
 
 
@@ -28,7 +29,8 @@ def api(serve_url: str, s3_server: EmbeddedS3,
     from deployments.app import build_app
 
     data = tmp_path_factory.mktemp("ingress")
-    settings = make_settings(s3_server, data, api_key=API_KEY)
+    settings = make_settings(s3_server, data, api_key=API_KEY, max_upload_bytes=MAX_UPLOAD,
+                             callback_allow_private=True)
     app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
                      "batch_wait_timeout_s": 0.01, "settings": settings.model_dump()})
     serve.run(app, name="ingress", route_prefix="/v-test")
@@ -189,3 +191,141 @@ def test_generate_client_command(api: httpx.Client, tmp_path: Path) -> None:
                           "--url", str(api.base_url)], capture_output=True, text=True,
                          env=env, timeout=300, check=False)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
+
+
+def _wav(seconds: float = 4.0, sr: int = 32000) -> bytes:
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    t = np.arange(int(seconds * sr)) / sr
+    noise = np.random.default_rng(0).standard_normal(t.size)  # unpitched clicks at 120 BPM
+    clicks = (0.5 * noise * (np.mod(t, 0.5) < 0.02)).astype(np.float32)
+    chord = sum(0.1 * np.sin(2 * np.pi * f * t) for f in (261.63, 329.63, 392.0))
+    buf = io.BytesIO()
+    sf.write(buf, np.stack([clicks + chord, clicks + chord], axis=1), sr, format="WAV",
+             subtype="PCM_16")
+    return buf.getvalue()
+
+
+def test_analysis_upload_multipart_and_raw(api: httpx.Client) -> None:
+    wav = _wav()
+    r = api.post("/v1/analyses", files={"file": ("take 1.wav", wav, "audio/wav")},
+                 headers=AUTH)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["filename"] == "take 1.wav"
+    a = body["analysis"]
+    assert a["duration_s"] == pytest.approx(4.0) and a["channels"] == 2
+    assert abs(a["tempo"]["bpm"] - 120) / 120 < 0.04 and a["key"]["label"] == "C major"
+    raw = api.post("/v1/analyses", content=wav, headers={**AUTH, "content-type": "audio/wav"})
+    assert raw.status_code == 200 and raw.json()["analysis"]["frames"] == a["frames"]
+
+
+def test_analysis_upload_store_makes_an_upload_track(api: httpx.Client) -> None:
+    r = api.post("/v1/analyses", params={"store": "true", "preset": "broadcast"},
+                 files={"file": ("loop.wav", _wav(), "audio/wav")}, headers=AUTH)
+    assert r.status_code == 201, r.text
+    track = r.json()["track"]
+    assert track["status"] == "completed" and track["record"]["kind"] == "upload"
+    assert track["record"]["audio_key"].startswith("processed/")
+    assert track["record"]["summary"]["lufs"] == pytest.approx(-23.0, abs=0.5)
+    assert httpx.get(track["audio_url"]).status_code == 200
+    listed = api.get("/v1/generations", params={"kind": "upload"}, headers=AUTH).json()
+    assert track["id"] in [t["id"] for t in listed["items"]]
+
+
+def test_analysis_upload_limits_and_bad_audio(api: httpx.Client) -> None:
+    big = b"\0" * (MAX_UPLOAD + 100_000)
+    r = api.post("/v1/analyses", content=big, headers={**AUTH, "content-type": "audio/wav"})
+    assert (r.status_code, r.json()["code"]) == (413, "upload_too_large")
+
+    def chunked() -> Iterator[bytes]:  # no Content-Length: the cap holds while streaming
+        for _ in range(40):
+            yield b"\0" * 100_000
+
+    r = api.post("/v1/analyses", content=chunked(), headers={**AUTH,
+                                                              "content-type": "audio/wav"})
+    assert (r.status_code, r.json()["code"]) == (413, "upload_too_large")
+    r = api.post("/v1/analyses", files={"file": ("x.wav", b"not audio at all" * 100)},
+                 headers=AUTH)
+    assert (r.status_code, r.json()["code"]) == (400, "unreadable_audio")
+    r = api.post("/v1/analyses", files={"other": ("x.wav", _wav())}, headers=AUTH)
+    assert (r.status_code, r.json()["code"]) == (400, "missing_file")
+    r = api.post("/v1/analyses", params={"preset": "loud"}, content=_wav(),
+                 headers={**AUTH, "content-type": "audio/wav"})
+    assert r.status_code == 422
+
+
+def test_concurrent_posts_all_complete(api: httpx.Client) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(i: int) -> dict[str, Any]:
+        r = generate(api, wait=120, duration_s=2.0, seed=100 + i, prompt=f"burst {i}")
+        assert r.status_code == 200, r.text
+        return dict(r.json())
+
+    with ThreadPoolExecutor(6) as pool:
+        results = list(pool.map(one, range(6)))
+    assert {r["status"] for r in results} == {"completed"}
+    assert len({r["id"] for r in results}) == 6
+
+
+def test_completion_callback_is_delivered(api: httpx.Client) -> None:
+    import http.server
+    import json
+    import threading
+
+    got: list[dict[str, Any]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/done"
+        rec = generate(api, duration_s=2.0, callback_url=url).json()
+        deadline = time.monotonic() + 30
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert got and got[0]["id"] == rec["id"] and got[0]["status"] == "completed"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.fault
+def test_healthz_reports_s3_down(serve_url: str, tmp_path: Path) -> None:
+    from ray import serve
+
+    from deployments.app import build_app
+    from tests.support import start_s3_server
+
+    server = start_s3_server(tmp_path / "s3")
+    try:
+        settings = make_settings(server, tmp_path)
+        serve.run(build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.25,
+                             "settings": settings.model_dump()}),
+                  name="ingress-s3down", route_prefix="/s3down")
+        url = f"{serve_url}/s3down/healthz"
+        assert httpx.get(url, timeout=30).status_code == 200
+        server.stop()
+        r = httpx.get(url, timeout=60)
+        assert r.status_code == 503
+        body = r.json()
+        assert body["s3"] == {"ok": False, "error": "storage_unreachable"}
+        assert body["catalogue"]["ok"] and body["engine"]["ok"]
+        server.start()
+        assert httpx.get(url, timeout=30).status_code == 200
+    finally:
+        serve.delete("ingress-s3down")
+        server.stop()
+
