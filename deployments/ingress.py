@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from typing import Any, Literal
 
 from fastapi import FastAPI, Header, Query, Request
@@ -111,6 +112,11 @@ class Ingress:
         if task is not None and wait > 0:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(task), timeout=wait)
+        elif wait > 0:  # the job runs in another ingress replica: watch the catalogue
+            deadline = time.monotonic() + wait
+            while (await self._get(track_id)).status in ("pending", "processing") and \
+                    time.monotonic() < deadline:
+                await asyncio.sleep(0.25)
         record = await self._record(await self._get(track_id))
         finished = record.status in ("completed", "failed")
         return JSONResponse(record.model_dump(mode="json"),
