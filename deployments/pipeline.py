@@ -109,10 +109,7 @@ class GenerationPipeline:
                                   self.engine.generate.remote(request.model_copy(
                                       update={"request_id": job.id})))
             stage = "postprocess"
-            clip: ProcessedClip = await _timed(
-                timings, "postprocess", submit_clip(result.audio, result.sample_rate, options))
-            timings.update(normalize=clip.timings.normalize_s,
-                           analyze=clip.timings.analyze_s, encode=clip.timings.encode_s)
+            clip = await _postprocess(result.audio, result.sample_rate, options, timings)
             stage = "upload"
             return await self._store(job, result, clip, self.settings.generations_prefix,
                                      options, timings)
@@ -132,10 +129,7 @@ class GenerationPipeline:
         try:
             await self.catalogue.transition.remote(job.id, "processing")
             stage = "postprocess"
-            clip: ProcessedClip = await _timed(timings, "postprocess",
-                                               submit_clip(audio, sample_rate, options))
-            timings.update(normalize=clip.timings.normalize_s,
-                           analyze=clip.timings.analyze_s, encode=clip.timings.encode_s)
+            clip = await _postprocess(audio, sample_rate, options, timings)
             stage = "upload"
             return await self._store(job, None, clip, self.settings.processed_prefix, options,
                                      timings)
@@ -170,6 +164,16 @@ class GenerationPipeline:
         except Exception:  # the catalogue itself is down: report, do not mask
             log.exception("could not record failure of job %s", job.id)
             return job.model_copy(update={"status": "failed", "error": error})
+
+
+async def _postprocess(audio: Any, sample_rate: int, options: ClipOptions,
+                       timings: dict[str, float]) -> ProcessedClip:
+    """Normalise, analyse and encode as Ray tasks; record wall and per-stage seconds."""
+    clip: ProcessedClip = await _timed(timings, "postprocess",
+                                       submit_clip(audio, sample_rate, options))
+    timings.update(normalize=clip.timings.normalize_s, analyze=clip.timings.analyze_s,
+                   encode=clip.timings.encode_s)
+    return clip
 
 
 async def _timed(timings: dict[str, float], name: str, awaitable: Awaitable[T]) -> T:
