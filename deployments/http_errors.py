@@ -31,6 +31,7 @@ from musicfn.errors import (
     TransientStorageError,
     UnauthorizedError,
     UnsupportedError,
+    original_error,
 )
 
 log = logging.getLogger(__name__)
@@ -71,17 +72,8 @@ def error_response(status: int, code: str, message: str,
     return JSONResponse({"code": code, "message": message}, status_code=status, headers=headers)
 
 
-def unwrap(exc: BaseException) -> BaseException:
-    """The original error behind Ray's wrappers (``RayTaskError`` keeps it as ``cause``)."""
-    seen = 0
-    while seen < 5 and isinstance(getattr(exc, "cause", None), BaseException):
-        exc = exc.cause  # type: ignore[attr-defined]
-        seen += 1
-    return exc
-
-
 def musicfn_error_response(exc: MusicfnError) -> JSONResponse:
-    original = unwrap(exc)
+    original = original_error(exc)
     if isinstance(original, MusicfnError):
         exc = original
     status = status_for(exc)

@@ -17,12 +17,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from deployments.engines.requests import GenerationRequest, GenerationResult
-from deployments.http_errors import unwrap
 from functions.pipeline import ClipOptions
 from functions.results import ProcessedClip
 from functions.tasks import submit_clip
 from musicfn import __version__
-from musicfn.errors import MusicfnError
+from musicfn.errors import MusicfnError, original_error
 from musicfn.settings import Settings
 from storage.keys import new_id, utc_now
 from storage.sidecar import AudioFacts, ErrorInfo, Sidecar, Summary
@@ -150,7 +149,7 @@ class GenerationPipeline:
         return stored
 
     async def _fail(self, job: Sidecar, stage: str, exc: BaseException) -> Sidecar:
-        original = unwrap(exc)
+        original = original_error(exc)
         if isinstance(original, MusicfnError):
             error = ErrorInfo(code=original.code, message=original.message, stage=stage)
         else:

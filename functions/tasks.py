@@ -22,7 +22,7 @@ from ray.exceptions import RayTaskError
 from functions.audio import Audio
 from functions.pipeline import ClipOptions, assemble, run_analyze, run_encode, run_normalize
 from functions.results import AnalysisResult, EncodeFacts, NormalizeReport, ProcessedClip
-from musicfn.errors import MusicfnError
+from musicfn.errors import original_error
 
 # Shared by every wrapper: retry worker crashes, never application errors.
 RETRY_POLICY: dict[str, Any] = {"max_retries": 3, "retry_exceptions": False}
@@ -111,7 +111,7 @@ def result(ref: ray.ObjectRef[ProcessedClip], timeout_s: float | None = None) ->
     try:
         clip: ProcessedClip = ray.get(ref, timeout=timeout_s)
     except RayTaskError as exc:
-        raise unwrap(exc) from None
+        raise original_error(exc) from None
     return clip
 
 
@@ -123,11 +123,3 @@ def process_clip_remote(
 ) -> ProcessedClip:
     """Run the chain for one clip on the cluster and wait for it."""
     return result(submit_clip(audio, sample_rate, options), timeout_s)
-
-
-def unwrap(exc: RayTaskError) -> BaseException:
-    """The ``MusicfnError`` a remote function raised, else the Ray error itself."""
-    cause = getattr(exc, "cause", None)
-    while isinstance(cause, RayTaskError):  # a failed upstream task fails the chain
-        cause = getattr(cause, "cause", None)
-    return cause if isinstance(cause, MusicfnError) else exc

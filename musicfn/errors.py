@@ -59,6 +59,22 @@ class MusicfnError(Exception):
         return (_rebuild, (type(self), self.message, self.code))
 
 
+def original_error(exc: BaseException) -> BaseException:
+    """The ``MusicfnError`` behind Ray's wrappers, else ``exc`` itself.
+
+    A task's error reaches callers as a ``RayTaskError`` that subclasses the original class
+    but carries the class-default ``code``; the instance raised is kept as ``cause`` (nested
+    once per failed upstream task).
+    """
+    found: BaseException = exc
+    for _ in range(16):
+        cause = getattr(found, "cause", None)
+        if not isinstance(cause, BaseException):
+            break
+        found = cause
+    return found if isinstance(found, MusicfnError) else exc
+
+
 def _rebuild(cls: type[MusicfnError], message: str, code: str) -> MusicfnError:
     err = cls.__new__(cls)
     MusicfnError.__init__(err, message, code=code)

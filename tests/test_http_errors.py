@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from deployments.auth import check_api_key, check_bearer
-from deployments.http_errors import install_error_handlers, status_for, unwrap
+from deployments.http_errors import install_error_handlers, status_for
 from musicfn import errors as e
 from tests.support import free_port_block
 
@@ -154,6 +154,6 @@ def test_ray_wrapped_errors_keep_their_code(ray_cluster: object) -> None:
 
     with pytest.raises(e.LimitExceededError) as err:
         ray.get(fail.remote())
-    original = unwrap(err.value)
+    original = e.original_error(err.value)
     assert isinstance(original, e.MusicfnError) and original.code == "duration_too_long"
     assert status_for(original) == 413
