@@ -24,8 +24,10 @@ from deployments.auth import check_api_key
 from deployments.callbacks import post_callback, validate_callback_url
 from deployments.engines.requests import GenerationRequest, Limits
 from deployments.http_errors import install_error_handlers
+from deployments.observability import install_request_metrics
 from deployments.pipeline import GenerationPipeline, pending_job
 from deployments.uploads import read_upload
+from deployments.web import mount_web
 from functions.decode import DecodeLimits, decode_audio
 from functions.pipeline import ClipOptions
 from functions.tasks import analyze_task, warm_up_workers
@@ -43,6 +45,8 @@ log = logging.getLogger(__name__)
 app = FastAPI(title="musicfn", version=__version__,
               description="AI music generation: prompt → normalised, analysed, indexed WAV")
 install_error_handlers(app)
+install_request_metrics(app)
+mount_web(app)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0})

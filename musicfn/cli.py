@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "musicfn.commands.audio_cmds",
     "musicfn.commands.engine_cmds",
     "musicfn.commands.client_cmds",
+    "musicfn.commands.events_cmds",
+    "musicfn.commands.ops_cmds",
 )
 
 Handler = Callable[[argparse.Namespace], int]
