@@ -23,7 +23,8 @@ COMMAND_MODULES = (
     "musicfn.commands.engine_cmds",
     "musicfn.commands.client_cmds",
     "musicfn.commands.events_cmds",
-    "musicfn.commands.ops_cmds",
+    "musicfn.commands.doctor_cmd",
+    "musicfn.commands.verify_cmd",
 )
 
 Handler = Callable[[argparse.Namespace], int]
