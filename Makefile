@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.musicfn-installed
 # requirements.lock pins the rest to what CI last verified.
 PINS   := -c constraints/torch.txt -c requirements.lock
 
-.PHONY: install run test lint typecheck check bench clean-data lock
+.PHONY: install browser run test lint typecheck check bench clean-data lock
 
 install: $(STAMP)
 
@@ -27,10 +27,21 @@ $(STAMP): pyproject.toml requirements.lock constraints/torch.txt
 	$(BIN)/python -c 'import torch, torchaudio, audiocraft, ray, duckdb, boto3, pathlib, sys; assert (pathlib.Path(sys.executable).parent / "weed").exists(), "weed binary missing"; print("musicfn install OK: torch", torch.__version__, "ray", ray.__version__, "audiocraft", audiocraft.__version__)'
 	touch $(STAMP)
 
+# The web page's end-to-end tests drive a real headless Chromium: Debian's chromium and
+# chromium-driver (apt-get; root or sudo). Does nothing when both are installed.
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then \
+		echo "browser OK: $$(/usr/bin/chromium --version 2>/dev/null)"; \
+	else \
+		SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+		$$SUDO apt-get update -qq && \
+		$$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	fi
+
 run: install
 	$(BIN)/musicfn run $(ARGS)
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install

@@ -95,3 +95,12 @@ class GenerationRecord(BaseModel):
            audio_url: str | None = None) -> GenerationRecord:
         done = 1.0 if sc.status == "completed" else progress
         return cls(id=sc.id, status=sc.status, progress=done, audio_url=audio_url, record=sc)
+
+
+class BatchBody(BaseModel):
+    """``POST /v1/batches``: what to process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, max_length=1024,
+                        description="s3://<bucket>/incoming/<prefix> (or incoming/<prefix>)")

@@ -23,6 +23,7 @@ from musicfn.errors import (
     EngineOverloadedError,
     InputError,
     LimitExceededError,
+    MalformedPayloadError,
     MusicfnError,
     NoGpuError,
     NotFoundError,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 STATUS_BY_ERROR: tuple[tuple[type[MusicfnError], int], ...] = (
     (LimitExceededError, 413),
     (UnsupportedError, 422),
+    (MalformedPayloadError, 422),
     (InputError, 400),
     (UnauthorizedError, 401),
     (NotFoundError, 404),
@@ -90,6 +92,14 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(MusicfnError)
     async def _musicfn(_: Request, exc: MusicfnError) -> JSONResponse:
         return musicfn_error_response(exc)
+
+    from ray.serve.exceptions import BackPressureError
+
+    @app.exception_handler(BackPressureError)
+    async def _backpressure(_: Request, exc: BackPressureError) -> JSONResponse:
+        # A deployment's queue is at max_queued_requests: the same 503 as our own limits.
+        return musicfn_error_response(EngineOverloadedError(
+            f"the engine is full ({exc.message}); retry later", code="queue_full"))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:

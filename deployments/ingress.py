@@ -19,13 +19,17 @@ from fastapi import FastAPI, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from ray import serve
 
-from deployments.api_models import GenerationBody, GenerationRecord
-from deployments.auth import check_api_key
+from deployments.api_models import BatchBody, GenerationBody, GenerationRecord
+from deployments.auth import check_api_key, check_bearer
 from deployments.callbacks import post_callback, validate_callback_url
+from deployments.engine_client import AdmissionGate, EngineClient
 from deployments.engines.requests import GenerationRequest, Limits
 from deployments.http_errors import install_error_handlers
 from deployments.observability import install_request_metrics
 from deployments.pipeline import GenerationPipeline, pending_job
+from deployments.triggers.batches import BatchRunner, batch_prefix, new_batch
+from deployments.triggers.handler import EventHandler
+from deployments.triggers.webhook import WebhookIntake, read_notification
 from deployments.uploads import read_upload
 from deployments.web import mount_web
 from functions.decode import DecodeLimits, decode_audio
@@ -33,6 +37,7 @@ from functions.pipeline import ClipOptions
 from functions.tasks import analyze_task, warm_up_workers
 from musicfn import __version__
 from musicfn.errors import InvalidRequestError, MusicfnError, NotFoundError
+from musicfn.logs import bind_job_id
 from musicfn.settings import Settings, get_settings
 from storage.catalogue_actor import catalogue_actor
 from storage.catalogue_queries import TrackQuery
@@ -42,6 +47,7 @@ from storage.sidecar import Sidecar
 from storage.tracks import TrackStore
 
 log = logging.getLogger(__name__)
+PROGRESS_TIMEOUT_S = 1.0
 app = FastAPI(title="musicfn", version=__version__,
               description="AI music generation: prompt → normalised, analysed, indexed WAV")
 install_error_handlers(app)
@@ -55,19 +61,31 @@ class Ingress:
     """HTTP front of musicfn: validates, records and runs jobs, serves the catalogue."""
 
     def __init__(self, engine: Any, default_model: str = "synth",
-                 settings: dict[str, Any] | None = None) -> None:
+                 settings: dict[str, Any] | None = None, poller: Any = None,
+                 max_inflight_jobs: int | None = None) -> None:
         self.settings = Settings(**settings) if settings else get_settings()
         self.objects = ObjectStore(self.settings)
         self.objects.ensure_bucket()
         self.tracks = TrackStore(self.objects, self.settings)
         self.catalogue = catalogue_actor(self.settings.catalogue_file, detached=True,
-                                         checkpoint_mb=self.settings.catalogue_checkpoint_mb)
+                                         checkpoint_mb=self.settings.catalogue_checkpoint_mb,
+                                         namespace=self.settings.ray_namespace,
+                                         settings=self.settings)  # to rebuild a lost file
         self.engine = engine
         self.default_model = default_model
         self.limits = Limits(max_duration_s=self.settings.max_generation_duration_s,
                              max_prompt_chars=self.settings.max_prompt_chars)
-        self.pipeline = GenerationPipeline(engine, self.catalogue, self.tracks, self.settings)
+        # Jobs call the engine through a client that rides out replica loss and backpressure;
+        # the gate turns excess POSTs into 503 before any row is written.
+        self.pipeline = GenerationPipeline(EngineClient(engine), self.catalogue, self.tracks,
+                                           self.settings)
+        self.admission = AdmissionGate(max_inflight_jobs or self.settings.max_inflight_jobs)
         self.jobs: dict[str, asyncio.Task[Sidecar]] = {}
+        self.events = EventHandler(self.objects, self.catalogue, self.settings)
+        self.intake = WebhookIntake(self.events)
+        self.batch_runner = BatchRunner(self.events)
+        self.batch_tasks: set[asyncio.Task[Any]] = set()
+        self.poller = poller  # DeploymentHandle of EventPoller, or None
         # Start and warm the audio workers now, so the first job does not pay for it.
         threading.Thread(target=warm_up_workers, name="warm-up", daemon=True).start()
 
@@ -87,14 +105,24 @@ class Ingress:
             validate_callback_url(body.callback_url,
                                   allow_private=self.settings.callback_allow_private)
         job = pending_job(gen, options)
-        if idempotency_key is not None:
-            owner = await self.catalogue.claim_idempotency_key.remote(
-                idempotency_key, body.fingerprint(), job.id)
-            if owner != job.id:
-                return await self._respond(owner, wait)
-        await self.catalogue.upsert.remote([job])
-        await self.catalogue.record_prompts.remote([gen.prompt])
-        self.jobs[job.id] = asyncio.create_task(self._run(job, gen, options, body.callback_url))
+        self.admission.admit()  # full: 503 queue_full + Retry-After, and no row is written
+        try:
+            if idempotency_key is not None:
+                owner = await self.catalogue.claim_idempotency_key.remote(
+                    idempotency_key, body.fingerprint(), job.id)
+                if owner != job.id:
+                    self.admission.release()
+                    return await self._respond(owner, wait)
+            bind_job_id(job.id)  # this request's log lines, and the job's task, carry its id
+            log.info("job accepted: %.1f s, engine %s", gen.duration_s, gen.model or "default")
+            await self.catalogue.upsert.remote([job])
+            await self.catalogue.record_prompts.remote([gen.prompt])
+        except BaseException:
+            self.admission.release()
+            raise
+        task = asyncio.create_task(self._run(job, gen, options, body.callback_url))
+        task.add_done_callback(lambda _: self.admission.release())
+        self.jobs[job.id] = task
         return await self._respond(job.id, wait)
 
     async def _run(self, job: Sidecar, gen: GenerationRequest, options: ClipOptions,
@@ -140,10 +168,20 @@ class Ingress:
     async def _record(self, sc: Sidecar) -> GenerationRecord:
         progress = None
         if sc.status == "processing":
-            progress = await self.engine.progress.remote(sc.id)
+            progress = await self._progress(sc.id)
         url = self.objects.presign_get(sc.audio_key) if sc.status == "completed" and \
             sc.audio_key else None
         return GenerationRecord.of(sc, progress=progress, audio_url=url)
+
+    async def _progress(self, track_id: str) -> float | None:
+        """The engine's progress of a running job; best effort: None when the engine is busy
+        (the call shares its request slots), full or restarting."""
+        try:
+            value: float | None = await asyncio.wait_for(
+                self.engine.progress.remote(track_id), timeout=PROGRESS_TIMEOUT_S)
+        except Exception:  # BackPressureError, timeout, replica lost
+            return None
+        return value
 
     @app.get("/v1/generations/{track_id}")
     async def get_generation(self, track_id: str, request: Request) -> GenerationRecord:
@@ -237,6 +275,64 @@ class Ingress:
         body["track"] = (await self._record(track)).model_dump(mode="json")
         return JSONResponse(body, status_code=201,
                             headers={"Location": f"/v1/generations/{track.id}"})
+
+    async def __del__(self) -> None:
+        """Graceful shutdown: Serve waits for open requests, not for the jobs, events and
+        batches they started; wait for those too (bounded by graceful_shutdown_timeout_s)."""
+        pending = [*self.jobs.values(), *self.intake.tasks, *self.batch_tasks]
+        if pending:
+            log.info("shutting down: waiting for %d job(s)/event(s)", len(pending))
+            await asyncio.wait(pending)
+
+    # -- object-store events and batches ---------------------------------------------------
+
+    @app.head("/v1/events/s3")
+    async def events_probe(self) -> Response:
+        """MinIO's liveness probe of the webhook target."""
+        return Response(status_code=200)
+
+    @app.post("/v1/events/s3")
+    async def s3_events(self, request: Request) -> JSONResponse:
+        """MinIO bucket notifications (``Authorization: Bearer <MUSICFN_WEBHOOK_TOKEN>``).
+
+        200 once events are accepted (processed in the background) or rejected for good;
+        503 only when they should be delivered again."""
+        check_bearer(request, self.settings.webhook_token)
+        receipt = await self.intake.accept(await read_notification(request))
+        return JSONResponse(receipt.model_dump(mode="json"))
+
+    @app.get("/v1/events/poller")
+    async def poller_status(self, request: Request) -> dict[str, Any]:
+        """The incoming/ poller: enabled, polls made, the last poll's outcome."""
+        check_api_key(request, self.settings.api_key)
+        if self.poller is None:
+            return {"enabled": False}
+        status: dict[str, Any] = await self.poller.status.remote()
+        return status
+
+    @app.post("/v1/batches", status_code=202)
+    async def create_batch(self, body: BatchBody, request: Request) -> JSONResponse:
+        """Process every object under an incoming/ prefix (``s3://bucket/incoming/...``)."""
+        check_api_key(request, self.settings.api_key)
+        prefix = batch_prefix(body.source, self.settings)
+        batch = new_batch(body.source)
+        await self.catalogue.save_batch.remote(batch)
+        task = asyncio.create_task(self.batch_runner.run(batch, prefix))
+        self.batch_tasks.add(task)
+        task.add_done_callback(self.batch_tasks.discard)
+        return JSONResponse(batch.model_dump(mode="json"), status_code=202,
+                            headers={"Location": f"/v1/batches/{batch.id}"})
+
+    @app.get("/v1/batches/{batch_id}")
+    async def get_batch(self, batch_id: str, request: Request) -> dict[str, Any]:
+        """A batch's progress: total, processed, skipped, failed, status."""
+        check_api_key(request, self.settings.api_key)
+        try:
+            validate_id(batch_id)
+        except MusicfnError:
+            raise NotFoundError(f"no batch {batch_id!r}") from None
+        batch = await self.catalogue.get_batch.remote(batch_id)
+        return batch.model_dump(mode="json")  # type: ignore[no-any-return]
 
     # -- service ---------------------------------------------------------------------------
 

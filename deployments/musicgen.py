@@ -36,6 +36,8 @@ from deployments.engines.requests import (
     parse_request,
 )
 from deployments.engines.stems import jobs_for, mix
+from deployments.faults import FaultInjection
+from musicfn import metrics
 from musicfn.errors import (
     ConfigurationError,
     EngineError,
@@ -43,6 +45,7 @@ from musicfn.errors import (
     MusicfnError,
     UnsupportedError,
 )
+from musicfn.logs import configure_json_logging_in_worker
 from musicfn.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class MusicGenUserConfig(BaseModel):
     max_batch_size: int = Field(default=8, ge=1, le=64)
     batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
     limits: Limits = Limits()
+    fault_injection: FaultInjection | None = None  # tests only (deployments.faults)
 
 
 @serve.deployment(
@@ -74,6 +78,7 @@ class MusicGenDeployment:
     """Loads the engine once in ``__init__`` and serves ``generate`` calls."""
 
     def __init__(self, spec: Mapping[str, Any]) -> None:
+        configure_json_logging_in_worker()
         started = time.perf_counter()
         self._engine = load_engine(parse_spec(dict(spec)))
         self._load_time_s = time.perf_counter() - started
@@ -81,6 +86,7 @@ class MusicGenDeployment:
         self._limits = Limits()
         self._progress: dict[str, float] = {}
         self._pending_jobs = 0
+        self._faults: FaultInjection | None = None
         self._requests = 0
         self._batches: list[int] = []
         log.info("loaded %s in %.2f s", self._info, self._load_time_s)
@@ -92,9 +98,13 @@ class MusicGenDeployment:
         except ValidationError as exc:
             raise ConfigurationError(f"invalid MusicGen user_config: {exc}") from None
         self._limits = config.limits
+        self._faults = config.fault_injection
         batcher: Any = self._generate_batch  # serve.batch adds the setters to the method
         batcher.set_max_batch_size(config.max_batch_size)
         batcher.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+        log.info("user_config applied: max_batch_size %d, batch_wait_timeout_s %g, limits %s",
+                 config.max_batch_size, config.batch_wait_timeout_s,
+                 config.limits.model_dump_json())
 
     async def generate(self, request: GenerationRequest | Mapping[str, Any]) -> GenerationResult:
         """Validate, check limits, generate (batched with concurrent requests) and return audio.
@@ -119,10 +129,14 @@ class MusicGenDeployment:
             )
         self._requests += 1
         self._pending_jobs += len(jobs)
+        metrics.set_queue_depth(DEPLOYMENT_NAME, self._pending_jobs)
         try:
+            if self._faults is not None:
+                await self._faults.hold()
             outputs = await asyncio.gather(*(self._generate_batch(job) for job in jobs))
         finally:
             self._pending_jobs -= len(jobs)
+            metrics.set_queue_depth(DEPLOYMENT_NAME, self._pending_jobs)
             if req.request_id is not None:
                 self._progress.pop(req.request_id, None)
         audios: list[GeneratedAudio] = []
@@ -138,10 +152,13 @@ class MusicGenDeployment:
     ) -> list[GeneratedAudio | MusicfnError]:
         self._batches.append(len(jobs))
         del self._batches[:-100]
+        metrics.record_batch(len(jobs))
         try:
             # A worker thread keeps the event loop free for health checks and for gathering
             # the next batch while this one runs.
             done = await asyncio.to_thread(self._engine.generate, jobs, self._on_progress)
+            metrics.record_audio_seconds(self._info.engine, sum(
+                out.audio.shape[-1] / out.sample_rate for out in done))
             return list(done)
         except MusicfnError as exc:
             return [exc] * len(jobs)
@@ -221,6 +238,8 @@ class MusicGenDeployment:
 
     async def check_health(self) -> None:
         """A tiny op on the engine's device (Serve restarts the replica if this raises)."""
+        if self._faults is not None:
+            self._faults.check_health()
         await asyncio.to_thread(self._engine.check_health)
 
 
@@ -246,6 +265,11 @@ class MusicGenAppArgs(BaseModel):
     max_prompt_chars: int | None = Field(default=None, ge=1, le=4000)
     # Off only for clusters whose GPU nodes appear through autoscaling.
     gpu_check: bool = True
+    # Serve queueing and health checks; None keeps the deployment's defaults.
+    max_ongoing_requests: int | None = Field(default=None, ge=1)
+    max_queued_requests: int | None = Field(default=None, ge=-1)
+    health_check_period_s: float | None = Field(default=None, gt=0.0)
+    fault_injection: FaultInjection | None = None  # tests only (deployments.faults)
 
 
 def build_app(args: Mapping[str, Any] | None = None) -> Application:
@@ -277,14 +301,18 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     )
     user_config = MusicGenUserConfig(
         max_batch_size=a.max_batch_size, batch_wait_timeout_s=a.batch_wait_timeout_s,
-        limits=limits,
+        limits=limits, fault_injection=a.fault_injection,
     )
+    serving: dict[str, Any] = {k: v for k, v in (
+        ("max_queued_requests", a.max_queued_requests),
+        ("health_check_period_s", a.health_check_period_s)) if v is not None}
     deployment: Deployment = MusicGenDeployment  # type: ignore[assignment]
     app: Application = deployment.options(
         num_replicas=a.num_replicas,
         ray_actor_options={"num_gpus": num_gpus, "num_cpus": a.num_cpus},
         user_config=user_config.model_dump(),
-        max_ongoing_requests=max(64, 2 * a.max_batch_size),
+        max_ongoing_requests=a.max_ongoing_requests or max(64, 2 * a.max_batch_size),
+        **serving,
     ).bind(spec.model_dump())
     return app
 

@@ -20,7 +20,7 @@ from deployments.engines.requests import GenerationRequest, GenerationResult
 from functions.pipeline import ClipOptions
 from functions.results import ProcessedClip
 from functions.tasks import submit_clip
-from musicfn import __version__
+from musicfn import __version__, metrics
 from musicfn.errors import MusicfnError, original_error
 from musicfn.settings import Settings
 from storage.keys import new_id, utc_now
@@ -108,7 +108,7 @@ class GenerationPipeline:
                                   self.engine.generate.remote(request.model_copy(
                                       update={"request_id": job.id})))
             stage = "postprocess"
-            clip = await _postprocess(result.audio, result.sample_rate, options, timings)
+            clip = await postprocess_clip(result.audio, result.sample_rate, options, timings)
             stage = "upload"
             return await self._store(job, result, clip, self.settings.generations_prefix,
                                      options, timings)
@@ -128,7 +128,7 @@ class GenerationPipeline:
         try:
             await self.catalogue.transition.remote(job.id, "processing")
             stage = "postprocess"
-            clip = await _postprocess(audio, sample_rate, options, timings)
+            clip = await postprocess_clip(audio, sample_rate, options, timings)
             stage = "upload"
             return await self._store(job, None, clip, self.settings.processed_prefix, options,
                                      timings)
@@ -143,9 +143,13 @@ class GenerationPipeline:
         # The sidecar records the stages before it; its own upload and indexing cannot be
         # in it (the catalogue row must equal the stored sidecar, for reindex).
         sidecar = completed_sidecar(job, result, clip, key.audio_key, timings)
+        started = time.perf_counter()
         stored = await _retry_transient(
             lambda: asyncio.to_thread(self.tracks.write, sidecar, clip.audio))
+        metrics.record_stage("upload", time.perf_counter() - started)
+        started = time.perf_counter()
         await self.catalogue.complete.remote(stored)
+        metrics.record_stage("index", time.perf_counter() - started)
         return stored
 
     async def _fail(self, job: Sidecar, stage: str, exc: BaseException) -> Sidecar:
@@ -165,13 +169,16 @@ class GenerationPipeline:
             return job.model_copy(update={"status": "failed", "error": error})
 
 
-async def _postprocess(audio: Any, sample_rate: int, options: ClipOptions,
+async def postprocess_clip(audio: Any, sample_rate: int, options: ClipOptions,
                        timings: dict[str, float]) -> ProcessedClip:
-    """Normalise, analyse and encode as Ray tasks; record wall and per-stage seconds."""
+    """Normalise, analyse and encode as Ray tasks; record wall and per-stage seconds (in
+    ``timings`` and as metrics)."""
     clip: ProcessedClip = await _timed(timings, "postprocess",
                                        submit_clip(audio, sample_rate, options))
     timings.update(normalize=clip.timings.normalize_s, analyze=clip.timings.analyze_s,
                    encode=clip.timings.encode_s)
+    for stage in ("normalize", "analyze", "encode"):
+        metrics.record_stage(stage, timings[stage])
     return clip
 
 
@@ -179,6 +186,8 @@ async def _timed(timings: dict[str, float], name: str, awaitable: Awaitable[T]) 
     started = time.perf_counter()
     value = await awaitable
     timings[name] = time.perf_counter() - started
+    if name == "generate":
+        metrics.record_stage(name, timings[name])
     return value
 
 

@@ -23,6 +23,11 @@ from functions.audio import Audio
 from functions.pipeline import ClipOptions, assemble, run_analyze, run_encode, run_normalize
 from functions.results import AnalysisResult, EncodeFacts, NormalizeReport, ProcessedClip
 from musicfn.errors import original_error
+from musicfn.logs import configure_json_logging_in_worker
+
+# Imported by every Ray worker that runs these tasks: their log lines become JSON (no-op in
+# a driver).
+configure_json_logging_in_worker()
 
 # Shared by every wrapper: retry worker crashes, never application errors.
 RETRY_POLICY: dict[str, Any] = {"max_retries": 3, "retry_exceptions": False}

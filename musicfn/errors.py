@@ -9,6 +9,7 @@ the layer boundary that sees them. The HTTP layer maps classes to status codes i
     │   ├── InvalidRequestError    a request that fails validation
     │   ├── LimitExceededError     over a configured limit (size, duration, length)
     │   ├── InvalidAudioError      undecodable / invalid audio
+    │   ├── MalformedPayloadError  a body that is not the JSON document the route takes
     │   └── UnsupportedError       a feature the chosen engine or model does not offer
     ├── UnauthorizedError          missing or wrong credentials
     ├── NotFoundError              the thing asked for does not exist
@@ -99,6 +100,10 @@ class LimitExceededError(InputError):
 
 class InvalidAudioError(InputError):
     code = "invalid_audio"
+
+
+class MalformedPayloadError(InputError):
+    code = "malformed_payload"
 
 
 class UnsupportedError(InputError):

@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path("data")
     catalogue_path: Path | None = None  # default: <data_dir>/catalogue.duckdb
     catalogue_checkpoint_mb: int = Field(default=256, ge=1, le=16_384)
+    # How often the owner checks that its file still exists (a deleted file is rebuilt).
+    catalogue_watch_interval_s: float = Field(default=1.0, gt=0, le=3600)
 
     # Embedded S3 (SeaweedFS `weed mini`). It uses the port block s3_port .. s3_port+4 and the
     # same block + 10000 for gRPC.
@@ -71,11 +73,33 @@ class Settings(BaseSettings):
     # Service (HTTP ingress). Serve binds to loopback unless told otherwise.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    max_inflight_jobs: int = Field(default=64, ge=1, le=100_000)  # per ingress replica; 503 beyond
     api_key: SecretStr | None = None  # when set, every route but /healthz requires it
     webhook_token: SecretStr | None = None  # bearer token MinIO sends with bucket events
     callback_allow_private: bool = False  # SSRF guard for completion callbacks
     callback_timeout_s: float = Field(default=10.0, gt=0, le=120)
     callback_attempts: int = Field(default=4, ge=1, le=10)
+
+    # Object-store triggers (webhook, poller, batches): uploads under incoming/ are processed
+    # into processed/. "auto" runs the poller in the service when the S3 is the embedded one
+    # (it has no bucket notifications); with MinIO, notifications do the work.
+    poller: Literal["auto", "on", "off"] = "auto"
+    poll_interval_s: float = Field(default=5.0, gt=0, le=3600)
+    reconcile_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+    event_attempts: int = Field(default=3, ge=1, le=10)  # per event, for transient faults
+    event_concurrency: int = Field(default=4, ge=1, le=64)
+    event_claim_timeout_s: float = Field(default=900.0, gt=0)  # a stale claim is taken over
+    source_removed: Literal["keep", "delete"] = "keep"  # the processed copy of a removed upload
+
+    # Logs of Ray workers (Serve replicas, task workers): JSON lines with job and request ids.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # Where the Ray dashboard binds (what `musicfn doctor` checks).
+    dashboard_host: str = "127.0.0.1"
+
+    # The Ray namespace of the service's named actors (the catalogue owner): CLI commands that
+    # attach to a running cluster look the owner up there.
+    ray_namespace: str = Field(default="musicfn", min_length=1, max_length=100)
 
     @field_validator("bucket")
     @classmethod
@@ -122,6 +146,11 @@ class Settings(BaseSettings):
         if self.s3_secret_key is not None:
             return self.s3_secret_key.get_secret_value()
         return EMBEDDED_SECRET_KEY
+
+    @property
+    def poller_enabled(self) -> bool:
+        """Whether the service runs the incoming/ poller."""
+        return self.poller == "on" or (self.poller == "auto" and self.uses_embedded_s3)
 
     @property
     def catalogue_file(self) -> Path:

@@ -2,16 +2,26 @@
 
 The actor restarts after a crash (``max_restarts=-1``) and re-opens the same DuckDB file;
 writes are idempotent upserts, so calls interrupted by a crash are retried
-(``max_task_retries``) without creating duplicates.
+(``max_task_retries``) without creating duplicates. It is a ``CatalogueOwner``: given the
+service's settings it re-creates a deleted file and refills it from the bucket
+(``storage.catalogue_owner``).
+
+Other processes (the CLI while the service runs) reach it with ``connect_owner``.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
-from storage.catalogue import Catalogue
+from musicfn.errors import CatalogueError
+from musicfn.settings import Settings
+from storage.catalogue_owner import CatalogueOwner
+from storage.catalogue_queries import TrackPage, TrackQuery
+
+log = logging.getLogger(__name__)
 
 CATALOGUE_ACTOR_PREFIX = "musicfn-catalogue"
 
@@ -26,11 +36,14 @@ def owner_name(path: Path | str) -> str:
 def catalogue_actor(path: Path | str, *, checkpoint_mb: int = 256,
                     name: str | None = None,
                     namespace: str | None = None, detached: bool = False,
-                    max_task_retries: int = 3) -> Any:
+                    max_task_retries: int = 3, settings: Settings | None = None,
+                    watch_interval_s: float | None = None) -> Any:
     """The handle of the catalogue owner actor, created on first use (``get_if_exists``).
 
-    Call methods of ``storage.catalogue.Catalogue`` on it with ``.remote(...)``. With
-    ``detached`` the actor outlives the driver that created it (what a service wants).
+    Call methods of ``storage.catalogue_owner.CatalogueOwner`` on it with ``.remote(...)``.
+    With ``detached`` the actor outlives the driver that created it (what a service wants).
+    ``settings`` (S3 endpoint, bucket, prefixes) let the owner rebuild a lost file from the
+    sidecars in the bucket; the first creator's arguments are the ones that count.
     """
     import ray
 
@@ -45,5 +58,105 @@ def catalogue_actor(path: Path | str, *, checkpoint_mb: int = 256,
         options["namespace"] = namespace
     if detached:
         options["lifetime"] = "detached"
-    actor_cls = ray.remote(Catalogue)
-    return actor_cls.options(**options).remote(str(path), checkpoint_mb=checkpoint_mb)
+    actor_cls = ray.remote(CatalogueOwner)
+    return actor_cls.options(**options).remote(str(path), checkpoint_mb=checkpoint_mb,
+                                               settings=settings,
+                                               watch_interval_s=watch_interval_s or (
+                                                   settings.catalogue_watch_interval_s
+                                                   if settings else 1.0))
+
+
+class OwnerClient:
+    """Synchronous calls on a running owner actor, for processes outside the service."""
+
+    def __init__(self, handle: Any, *, timeout_s: float = 120.0,
+                 shutdown_ray: bool = False) -> None:
+        self.handle = handle
+        self.timeout_s = timeout_s
+        self._shutdown_ray = shutdown_ray
+
+    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        """``method(*args, **kwargs)`` on the owner, waited for."""
+        import ray
+
+        return ray.get(getattr(self.handle, method).remote(*args, **kwargs),
+                       timeout=self.timeout_s)
+
+    def list_tracks(self, query: TrackQuery | None = None) -> TrackPage:
+        """A page of tracks (``Catalogue.list_tracks``) from the owner."""
+        page: TrackPage = self.call("list_tracks", query)
+        return page
+
+    def close(self) -> None:
+        """Disconnect from Ray if ``connect_owner`` connected for this client."""
+        if self._shutdown_ray:
+            import ray
+
+            ray.shutdown()
+
+
+def find_owner(path: Path | str, namespace: str | None = None) -> Any | None:
+    """The handle of the owner of ``path`` in the connected Ray cluster: in ``namespace``
+    when it is there, else in any namespace."""
+    import ray
+
+    name = owner_name(path)
+    found = [e["namespace"] for e in ray.util.list_named_actors(all_namespaces=True)
+             if e["name"] == name]
+    for ns in sorted(found, key=lambda n: n != namespace):
+        try:
+            return ray.get_actor(name, namespace=ns)
+        except ValueError:  # gone since it was listed
+            continue
+    return None
+
+
+def connect_owner(path: Path | str, *, address: str | None = None, required: bool = False,
+                  namespace: str | None = None) -> OwnerClient | None:
+    """A client of the running owner of ``path``, or None when none is reachable.
+
+    Connects to the Ray cluster at ``address`` (default: a local cluster, if one runs)
+    unless this process is connected already. With ``required``, raises CatalogueError
+    instead of returning None.
+    """
+    import ray
+
+    connected_here = False
+    if not ray.is_initialized():
+        try:
+            # Ray itself retries an unreachable address for minutes: check it first.
+            resolved = _reachable_address(address)
+            ray.init(address=resolved, logging_level=logging.ERROR, log_to_driver=False,
+                     configure_logging=False)
+            connected_here = True
+        except (ConnectionError, RuntimeError, ValueError, OSError) as exc:
+            if required:
+                raise CatalogueError(f"no Ray cluster reachable at {address or 'auto'}: "
+                                     f"{exc}", code="catalogue_owner_unreachable") from None
+            log.info("no Ray cluster reachable (%s): opening the catalogue file", exc)
+            return None
+    handle = find_owner(path, namespace)
+    if handle is None:
+        if connected_here:
+            ray.shutdown()
+        if required:
+            raise CatalogueError(f"no catalogue owner for {Path(path).resolve()} in the Ray "
+                                 "cluster", code="catalogue_owner_unreachable")
+        return None
+    return OwnerClient(handle, shutdown_ray=connected_here)
+
+
+def _reachable_address(address: str | None, timeout_s: float = 2.0) -> str:
+    """``address`` (default: RAY_ADDRESS, else the running local cluster) as host:port,
+    after checking that its GCS port accepts connections; ConnectionError otherwise."""
+    import socket
+
+    from ray._private.services import canonicalize_bootstrap_address
+
+    resolved = canonicalize_bootstrap_address(address or "auto")
+    if resolved is None:
+        raise ConnectionError("no running Ray cluster found")
+    host, _, port = resolved.rpartition(":")
+    with socket.create_connection((host, int(port)), timeout=timeout_s):
+        pass
+    return resolved

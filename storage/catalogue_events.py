@@ -1,64 +1,199 @@
-"""Trigger state in the catalogue: processed object-store events and poller cursors."""
+"""Trigger state in the catalogue: processed object-store events, cursors, batches.
+
+An event's identity is (bucket, key, etag, version_id): the same object version is processed
+once however often it is announced. A ``processing`` record is a claim; a claim older than the
+claim timeout belongs to a worker that died and is taken over, keeping its track id so the
+retry writes the same keys.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel
 
-from musicfn.errors import ConflictError
+from musicfn.errors import ConflictError, NotFoundError
 from storage.catalogue_db import CatalogueConnection
 from storage.catalogue_schema import naive_utc
 from storage.keys import utc_now
+from storage.sidecar import Sidecar
+
+EventStatus = Literal["processing", "processed", "rejected", "failed"]
+BatchStatus = Literal["running", "completed", "failed"]
+_EVENT_COLUMNS = "bucket, key, etag, version_id, status, track_id, error, processed_at"
 
 
 class EventRecord(BaseModel):
-    """One processed (or rejected / failed) object-store event: the idempotency record."""
+    """One object-store event's outcome (or claim): the idempotency record."""
 
     bucket: str
     key: str
     etag: str
     version_id: str = ""
-    status: str  # processed | duplicate | rejected | failed
+    status: EventStatus
     track_id: str | None = None
     error: str | None = None
     processed_at: datetime
 
 
+class EventClaim(BaseModel):
+    """The answer to ``claim_event``: ``claimed`` means the caller now owns the work."""
+
+    claimed: bool
+    record: EventRecord
+
+
+class BatchRecord(BaseModel):
+    """Progress of one batch run over many objects."""
+
+    id: str
+    source: str
+    status: BatchStatus
+    total: int = 0
+    processed: int = 0
+    skipped: int = 0
+    failed: int = 0
+    error: str | None = None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _event(row: Sequence[object]) -> EventRecord:
+    names = ("bucket", "key", "etag", "version_id", "status", "track_id", "error")
+    ts = row[7]
+    if not isinstance(ts, datetime):
+        raise TypeError("processed_at is not a timestamp")
+    return EventRecord.model_validate({**dict(zip(names, row[:7], strict=True)),
+                                       "processed_at": ts.replace(tzinfo=UTC)})
+
 
 class EventLogMixin(CatalogueConnection):
-    """Idempotency records of object-store events, and named cursors (e.g. the poller's)."""
+    """Event idempotency records, named cursors (the poller's) and batch progress."""
 
     def record_event(self, event: EventRecord) -> None:
+        """Insert or replace one event record."""
+        self.record_events([event])
+
+    def record_events(self, events: Iterable[EventRecord]) -> int:
+        """Insert or replace event records in one transaction; returns how many."""
+        rows = [[e.bucket, e.key, e.etag, e.version_id, e.status, e.track_id, e.error,
+                 naive_utc(e.processed_at)] for e in events]
+        if not rows:
+            return 0
         with self._lock, self._transaction():
-            self._con.execute(
-                "INSERT OR REPLACE INTO processed_events VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [event.bucket, event.key, event.etag, event.version_id, event.status,
-                 event.track_id, event.error, naive_utc(event.processed_at)])
+            self._con.executemany(
+                f"INSERT OR REPLACE INTO processed_events ({_EVENT_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        return len(rows)
 
     def get_event(self, bucket: str, key: str, etag: str,
                   version_id: str = "") -> EventRecord | None:
         with self._lock:
             row = self._one(
-                "SELECT bucket, key, etag, version_id, status, track_id, error, processed_at "
-                "FROM processed_events WHERE bucket = ? AND key = ? AND etag = ? "
-                "AND version_id = ?", [bucket, key, etag, version_id])
-        if row is None:
-            return None
-        names = ("bucket", "key", "etag", "version_id", "status", "track_id", "error")
-        return EventRecord(**dict(zip(names, row[:7], strict=True)),
-                           processed_at=row[7].replace(tzinfo=UTC))
+                f"SELECT {_EVENT_COLUMNS} FROM processed_events WHERE bucket = ? "  # noqa: S608
+                "AND key = ? AND etag = ? AND version_id = ?", [bucket, key, etag, version_id])
+        return None if row is None else _event(row)
+
+    def claim_event(self, bucket: str, key: str, etag: str, version_id: str, track_id: str, *,
+                    stale_after_s: float, retry_failed: bool = False) -> EventClaim:
+        """Claim the processing of one object version, atomically.
+
+        Claimed when there is no record, when the record is a stale claim (its track id is
+        kept), or when it failed and ``retry_failed`` (a replay). Otherwise the existing
+        record is returned unclaimed: the event is a duplicate.
+        """
+        now = utc_now()
+        with self._lock, self._transaction():
+            row = self._one(
+                f"SELECT {_EVENT_COLUMNS} FROM processed_events WHERE bucket = ? "  # noqa: S608
+                "AND key = ? AND etag = ? AND version_id = ?", [bucket, key, etag, version_id])
+            current = None if row is None else _event(row)
+            if current is not None:
+                stale = current.status == "processing" and \
+                    now - current.processed_at > timedelta(seconds=stale_after_s)
+                retry = current.status == "failed" and retry_failed
+                if not (stale or retry):
+                    return EventClaim(claimed=False, record=current)
+                track_id = current.track_id or track_id
+            claim = EventRecord(bucket=bucket, key=key, etag=etag, version_id=version_id,
+                                status="processing", track_id=track_id, processed_at=now)
+            self._con.execute(
+                f"INSERT OR REPLACE INTO processed_events ({_EVENT_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [bucket, key, etag, version_id, "processing", track_id, None, naive_utc(now)])
+        return EventClaim(claimed=True, record=claim)
+
+    def known_objects(self, bucket: str, objects: Sequence[tuple[str, str]]) -> set[str]:
+        """The keys of ``(key, etag)`` pairs that already have a finished event record."""
+        if not objects:
+            return set()
+        keys = [k for k, _ in objects]
+        etags = [e for _, e in objects]
+        with self._lock:
+            rows = self._con.execute(
+                "SELECT p.key FROM processed_events p JOIN "
+                "(SELECT unnest(?) AS key, unnest(?) AS etag) o "
+                "ON p.key = o.key AND p.etag = o.etag "
+                "WHERE p.bucket = ? AND p.status <> 'processing'",
+                [keys, etags, bucket]).fetchall()
+        return {str(r[0]) for r in rows}
+
+    def list_events(self, status: EventStatus | None = None,
+                    limit: int = 100) -> list[EventRecord]:
+        """Event records, newest first."""
+        where, params = ("WHERE status = ?", [status]) if status else ("", [])
+        with self._lock:
+            rows = self._con.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM processed_events {where} "  # noqa: S608
+                "ORDER BY processed_at DESC LIMIT ?", [*params, limit]).fetchall()
+        return [_event(r) for r in rows]
+
+    def tracks_by_source(self, source_key: str) -> list[Sidecar]:
+        """Tracks processed from the object at ``source_key``."""
+        with self._lock:
+            rows = self._con.execute("SELECT doc FROM tracks WHERE source_key = ?",
+                                     [source_key]).fetchall()
+        return [Sidecar.from_json(r[0]) for r in rows]
+
+    # -- cursors ---------------------------------------------------------------------------
 
     def get_cursor(self, name: str) -> str | None:
         with self._lock:
-            row = self._one("SELECT value FROM cursors WHERE name = ?",
-                                    [name])
+            row = self._one("SELECT value FROM cursors WHERE name = ?", [name])
         return None if row is None else str(row[0])
 
     def set_cursor(self, name: str, value: str) -> None:
         with self._lock, self._transaction():
             self._con.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
                               [name, value, naive_utc(utc_now())])
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def save_batch(self, batch: BatchRecord) -> None:
+        """Insert or replace a batch's progress."""
+        with self._lock, self._transaction():
+            self._con.execute(
+                "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [batch.id, batch.source, batch.status, batch.total, batch.processed,
+                 batch.skipped, batch.failed, batch.error, naive_utc(batch.created_at),
+                 naive_utc(batch.updated_at)])
+
+    def get_batch(self, batch_id: str) -> BatchRecord:
+        """One batch's progress; NotFoundError when unknown."""
+        with self._lock:
+            row = self._one("SELECT id, source, status, total, processed, skipped, failed, "
+                            "error, created_at, updated_at FROM batches WHERE id = ?",
+                            [batch_id])
+        if row is None:
+            raise NotFoundError(f"no batch {batch_id}")
+        names = ("id", "source", "status", "total", "processed", "skipped", "failed", "error")
+        return BatchRecord.model_validate({**dict(zip(names, row[:8], strict=True)),
+                                           "created_at": row[8].replace(tzinfo=UTC),
+                                           "updated_at": row[9].replace(tzinfo=UTC)})
+
+    # -- idempotency keys ------------------------------------------------------------------
 
     def claim_idempotency_key(self, key: str, body_sha256: str, track_id: str) -> str:
         """Bind ``key`` to ``track_id``, or return the track it is already bound to.

@@ -77,6 +77,20 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             created_at TIMESTAMP NOT NULL
         )""",
     )),
+    (4, (
+        """CREATE TABLE batches (
+            id VARCHAR PRIMARY KEY,
+            source VARCHAR NOT NULL,
+            status VARCHAR NOT NULL,
+            total BIGINT NOT NULL,
+            processed BIGINT NOT NULL,
+            skipped BIGINT NOT NULL,
+            failed BIGINT NOT NULL,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            updated_at TIMESTAMP NOT NULL
+        )""",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -8,6 +8,7 @@ exponential backoff; whatever is still failing afterwards surfaces as a ``Storag
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import date, datetime, timedelta
@@ -37,12 +38,14 @@ from musicfn.errors import (
     StorageUnreachableError,
     TransientStorageError,
 )
+from musicfn.metrics import record_s3_error
 from musicfn.settings import Settings
 from storage.keys import day_prefix
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+log = logging.getLogger(__name__)
 _NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
 _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
            "InvalidToken", "ExpiredToken"}
@@ -103,6 +106,7 @@ class ObjectStore:
             err = exc.response.get("Error", {})
             code = str(err.get("Code", ""))
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            record_s3_error(op, code or str(status))
             detail = f"{op} {where}: {code or status} {err.get('Message', '')}".strip()
             if code == "NoSuchBucket":
                 raise BucketNotFoundError(f"bucket {self.bucket!r} does not exist at "
@@ -117,10 +121,12 @@ class ObjectStore:
                 raise TransientStorageError(f"S3 at {self.endpoint} failed: {detail}") from None
             raise StorageError(f"S3 at {self.endpoint} refused {detail}") from None
         except _UNREACHABLE as exc:
+            record_s3_error(op, "unreachable")
             raise StorageUnreachableError(
                 f"S3 endpoint {self.endpoint} unreachable during {op} {where}: {exc}"
             ) from None
         except BotoCoreError as exc:
+            record_s3_error(op, type(exc).__name__)
             raise StorageError(f"S3 client error during {op} {where}: {exc}") from None
 
     # -- bucket ----------------------------------------------------------------------------
@@ -168,6 +174,7 @@ class ObjectStore:
                 Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
                 Metadata=dict(metadata or {}), **extra,
             )
+        log.info("put s3://%s/%s (%d bytes)", self.bucket, key, len(body))
         return resp["ETag"].strip('"')
 
     def get(self, key: str) -> bytes:
@@ -191,6 +198,7 @@ class ObjectStore:
         try:
             resp = self._pool().request("GET", self.presign_get(key, expires_s=300))
         except urllib3.exceptions.HTTPError as exc:
+            record_s3_error("get", "unreachable")
             return StorageUnreachableError(
                 f"S3 endpoint {self.endpoint} unreachable during get s3://{self.bucket}/{key}: "
                 f"{exc}")
@@ -214,6 +222,7 @@ class ObjectStore:
     def _status_error(self, status: int, op: str, key: str) -> StorageError:
         """The storage error for a bare HTTP status (no S3 error code available)."""
         where = f"s3://{self.bucket}/{key}"
+        record_s3_error(op, str(status))
         if status == 404:
             return ObjectNotFoundError(f"no such object: {where}")
         if status == 403:
@@ -251,6 +260,7 @@ class ObjectStore:
         """Delete ``key``; deleting a missing object is not an error (S3 semantics)."""
         with self._translate("delete", key):
             self._client.delete_object(Bucket=self.bucket, Key=key)
+        log.info("deleted s3://%s/%s", self.bucket, key)
 
     def delete_many(self, keys: list[str]) -> None:
         """Delete up to any number of keys, 1000 per request."""

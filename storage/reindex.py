@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 from musicfn.errors import InputError, InvalidKeyError, MusicfnError, ObjectNotFoundError
 from musicfn.settings import Settings
 from storage.catalogue import Catalogue
+from storage.catalogue_events import EventRecord
 from storage.catalogue_queries import TrackQuery
 from storage.keys import TrackKey, day_prefix, id_timestamp, parse_key, utc_now
 from storage.objects import ObjectInfo, ObjectStore
@@ -125,6 +126,7 @@ def reindex(objects: ObjectStore, catalogue: Catalogue, settings: Settings, *,
                 invalid.append(key.sidecar_key)
         ready.clear()
         upserted += catalogue.upsert(batch)
+        catalogue.record_events(source_events(batch))
 
     def on_track(key: TrackKey) -> None:
         ready.append(key)
@@ -150,6 +152,15 @@ def reindex(objects: ObjectStore, catalogue: Catalogue, settings: Settings, *,
         dangling_sidecars=scan.dangling_sidecars, invalid_keys=scan.invalid_keys,
         seconds=time.perf_counter() - started,
     )
+
+
+def source_events(sidecars: list[Sidecar]) -> list[EventRecord]:
+    """Event records implied by processed uploads: a rebuilt catalogue must not process their
+    sources again."""
+    return [EventRecord(bucket=sc.source.bucket, key=sc.source.key, etag=sc.source.etag,
+                        version_id=sc.source.version_id or "", status="processed",
+                        track_id=sc.id, processed_at=sc.completed_at or sc.created_at)
+            for sc in sidecars if sc.source is not None and sc.status == "completed"]
 
 
 def cleanup_older_than(objects: ObjectStore, catalogue: Catalogue, settings: Settings,

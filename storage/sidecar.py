@@ -75,6 +75,7 @@ class SourceRef(_Model):
     key: str
     etag: str
     version_id: str | None = None
+    removed_at: datetime | None = None  # the source object was deleted after processing
 
 
 class Sidecar(_Model):

@@ -83,6 +83,13 @@ class TrackStore:
             raise
         return stored
 
+    def rewrite_sidecar(self, sidecar: Sidecar) -> None:
+        """Replace the sidecar of an already stored track (e.g. to mark its source removed)."""
+        key = self.key_for(sidecar)
+        self.objects.put(key.sidecar_key, sidecar.to_json(), content_type="application/json",
+                         metadata={WRITER_METADATA_KEY: WRITER_METADATA_VALUE,
+                                   "musicfn-id": sidecar.id})
+
     def read_sidecar(self, key: TrackKey) -> Sidecar:
         """The sidecar stored for ``key``."""
         return Sidecar.from_json(self.objects.get(key.sidecar_key))

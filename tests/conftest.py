@@ -54,9 +54,13 @@ def ray_cluster() -> Iterator[Any]:
     import ray
     from ray import serve
 
+    # A fixed Prometheus export port, so tests can scrape the metrics (tests/test_metrics.py).
+    metrics_port = free_port_block()
+    os.environ["MUSICFN_TEST_METRICS_URL"] = f"http://127.0.0.1:{metrics_port}/metrics"
     ctx = ray.init(
         num_cpus=2,
         include_dashboard=False,
+        _metrics_export_port=metrics_port,
         namespace="musicfn-tests",
         logging_level="WARNING",
         configure_logging=True,

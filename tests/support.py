@@ -72,3 +72,17 @@ def make_settings(server: EmbeddedS3, data_dir: Path, **overrides: Any) -> Setti
     }
     values.update(overrides)
     return Settings(**values)
+
+
+def musicfn_env(settings: Settings) -> dict[str, str]:
+    """``MUSICFN_*`` variables for a CLI command on the same S3, bucket, catalogue and Ray
+    namespace as ``settings``."""
+    return {
+        "MUSICFN_EMBEDDED_S3_PORT": str(settings.embedded_s3_port),
+        "MUSICFN_EMBEDDED_S3_DIR": str(settings.embedded_s3_data),
+        "MUSICFN_S3_ACCESS_KEY": settings.access_key,
+        "MUSICFN_S3_SECRET_KEY": settings.secret_key,
+        "MUSICFN_BUCKET": settings.bucket,
+        "MUSICFN_DATA_DIR": str(settings.data_dir),
+        "MUSICFN_RAY_NAMESPACE": settings.ray_namespace,
+    }

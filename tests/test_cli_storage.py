@@ -15,7 +15,7 @@ from musicfn.settings import Settings
 from storage.catalogue import Catalogue
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
-from tests.support import free_port_block
+from tests.support import free_port_block, musicfn_env
 from tests.test_tracks_reindex import make_track
 
 MUSICFN = str(Path(sys.executable).parent / "musicfn")
@@ -23,13 +23,7 @@ MUSICFN = str(Path(sys.executable).parent / "musicfn")
 
 def run(settings: Settings, *args: str, env: dict[str, str] | None = None,
         timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, **(env or {}),
-           "MUSICFN_EMBEDDED_S3_PORT": str(settings.embedded_s3_port),
-           "MUSICFN_EMBEDDED_S3_DIR": str(settings.embedded_s3_data),
-           "MUSICFN_S3_ACCESS_KEY": settings.access_key,
-           "MUSICFN_S3_SECRET_KEY": settings.secret_key,
-           "MUSICFN_BUCKET": settings.bucket,
-           "MUSICFN_DATA_DIR": str(settings.data_dir)}
+    full_env = {**os.environ, **(env or {}), **musicfn_env(settings)}
     return subprocess.run([MUSICFN, *args], capture_output=True, text=True, env=full_env,
                           timeout=timeout, check=False)
 

@@ -95,7 +95,7 @@ def _start_service(settings: Settings, engine_args: dict[str, Any]) -> str:
     from deployments.app import build_app
 
     # Worker logs stay in Ray's session directory (/tmp/ray/session_latest/logs), not here.
-    ray.init(address="local", namespace="musicfn", include_dashboard=False,
+    ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
              logging_level=logging.WARNING, configure_logging=True, log_to_driver=False)
     serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
     print(f"starting Serve on {settings.http_host}:{settings.http_port} ...")

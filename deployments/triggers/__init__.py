@@ -1,0 +1,1 @@
+"""Object-store triggers: MinIO webhook events, the incoming/ poller and batch runs."""

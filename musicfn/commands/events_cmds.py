@@ -1,0 +1,189 @@
+"""Trigger commands: ``watch`` (the poller), ``process`` (batches), ``events ls|replay``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from musicfn.commands import ray_session
+from musicfn.errors import InvalidRequestError
+from musicfn.settings import Settings, get_settings
+from storage.backends import open_storage
+from storage.dlq import letter_summary
+from storage.objects import ObjectStore
+
+
+def _handler(settings: Settings, objects: ObjectStore) -> Any:
+    from deployments.triggers.handler import EventHandler
+
+    ray_session.connect(settings)
+    return EventHandler(objects, ray_session.catalogue(settings), settings)
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from deployments.triggers.poller import Poller, PollReport
+
+    settings = get_settings()
+    if args.interval is not None:
+        settings = settings.model_copy(update={"poll_interval_s": args.interval})
+    with open_storage(settings, keep_s3_running=True) as b:
+        poller = Poller(_handler(settings, b.objects))
+
+        def show(report: PollReport) -> None:
+            print(json.dumps(report.model_dump(mode="json")) if args.json else
+                  f"{'full ' if report.full else ''}poll: {report.listed} listed, "
+                  f"{report.known} known, {report.outcomes or 'nothing new'}", flush=True)
+
+        if args.once:
+            show(asyncio.run(poller.poll_once(full=args.full)))
+            return 0
+        print(f"watching s3://{settings.bucket}/{settings.incoming_prefix}/ every "
+              f"{settings.poll_interval_s:g} s (Ctrl-C stops)", file=sys.stderr)
+        asyncio.run(poller.run(on_report=show))
+    return 0
+
+
+def cmd_process(args: argparse.Namespace) -> int:
+    from deployments.triggers.batches import BatchRunner, batch_prefix, new_batch
+    from deployments.triggers.handler import EventResult
+    from storage.catalogue_events import BatchRecord
+
+    settings = get_settings()
+    with open_storage(settings, keep_s3_running=True) as b:
+        batch = new_batch(args.source)
+        folder = Path(args.source)
+        if not args.source.startswith("s3://") and folder.is_dir():
+            prefix = _upload_folder(b.objects, settings, folder, batch.id, quiet=args.json)
+        elif args.source.startswith("s3://"):
+            prefix = batch_prefix(args.source, settings)
+        else:
+            raise InvalidRequestError(f"{args.source}: not a folder or an s3:// URL")
+        runner = BatchRunner(_handler(settings, b.objects), concurrency=args.concurrency)
+        bar = None if args.json else _progress_bar()
+
+        def step(progress: BatchRecord, result: EventResult) -> None:
+            if bar is not None:
+                bar.total = progress.total
+                bar.update(1)
+                bar.set_postfix(done=progress.processed, skipped=progress.skipped,
+                                failed=progress.failed)
+            if result.outcome == "failed" and not args.json:
+                print(f"failed: {result.key}: {result.reason}", file=sys.stderr)
+
+        final = asyncio.run(runner.run(batch, prefix, on_result=step))
+        if bar is not None:
+            bar.close()
+    if args.json:
+        print(json.dumps(final.model_dump(mode="json"), indent=2))
+    else:
+        print(f"batch {final.id}: {final.total} objects: {final.processed} done, "
+              f"{final.skipped} skipped, {final.failed} failed")
+    return 1 if final.failed or final.status != "completed" else 0
+
+
+def _upload_folder(objects: ObjectStore, settings: Settings, folder: Path, batch_id: str,
+                   *, quiet: bool) -> str:
+    """Upload a folder's audio files to ``incoming/batches/<batch-id>/``; returns the prefix."""
+    from deployments.triggers.handler import AUDIO_SUFFIXES
+    from storage.tracks import CONTENT_TYPES
+
+    prefix = f"{settings.incoming_prefix}/batches/{batch_id}/"
+    files = sorted(p for p in folder.rglob("*")
+                   if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise InvalidRequestError(f"{folder}: no audio files (wav, flac, ogg, mp3)")
+    for path in files:
+        rel = path.relative_to(folder).as_posix()
+        ext = path.suffix.lower().lstrip(".")
+        objects.put(prefix + rel, path.read_bytes(),
+                    content_type=CONTENT_TYPES.get(ext, "application/octet-stream"))
+    if not quiet:
+        print(f"uploaded {len(files)} file(s) to s3://{settings.bucket}/{prefix}",
+              file=sys.stderr)
+    return prefix
+
+
+def _progress_bar() -> Any:
+    from tqdm import tqdm  # type: ignore[import-untyped]
+
+    return tqdm(total=0, unit="file", file=sys.stderr, dynamic_ncols=True)
+
+
+def cmd_events_ls(args: argparse.Namespace) -> int:
+    from storage.dlq import DeadLetterQueue
+
+    settings = get_settings()
+    with open_storage(settings, keep_s3_running=True) as b:
+        letters = [letter_summary(x) for x in DeadLetterQueue(b.objects, settings).list()]
+    if args.json:
+        print(json.dumps(letters, indent=2))
+        return 0
+    if not letters:
+        print("no dead letters")
+    for x in letters:
+        print(f"{x['id']}  {x['failed_at'][:19]}  {x['key']}  {x['error']}  "
+              f"(attempts {x['attempts']}, replays {x['replays']})")
+    return 0
+
+
+def cmd_events_replay(args: argparse.Namespace) -> int:
+    from deployments.triggers.minio_events import ObjectEvent
+    from storage.dlq import DeadLetterQueue
+
+    settings = get_settings()
+    with open_storage(settings, keep_s3_running=True) as b:
+        dlq = DeadLetterQueue(b.objects, settings)
+        letters = list(dlq.list()) if args.all else [dlq.get(i) for i in args.id]
+        handler = _handler(settings, b.objects)
+        results = []
+        for letter in letters:
+            event = ObjectEvent(kind="created", bucket=letter.bucket, key=letter.key,
+                                etag=letter.etag, version_id=letter.version_id,
+                                source="replay")
+            result = asyncio.run(handler.handle(event, letter=letter))
+            if result.outcome != "failed":
+                dlq.delete(letter.id)
+            results.append({"letter": letter.id, **result.model_dump(mode="json")})
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        for r in results:
+            print(f"{r['letter']}  {r['key']}: {r['outcome']}"
+                  + (f" ({r['reason']})" if r["reason"] else ""))
+        if not results:
+            print("nothing to replay")
+    return 1 if any(r["outcome"] == "failed" for r in results) else 0
+
+
+def register(sub: Any) -> None:
+    """Add ``watch``, ``process`` and ``events`` to the ``musicfn`` parser."""
+    p = sub.add_parser("watch", help="poll incoming/ and process new uploads")
+    p.add_argument("--once", action="store_true", help="one pass, then exit")
+    p.add_argument("--full", action="store_true", help="with --once: from the start "
+                   "(reconciliation), not from the cursor")
+    p.add_argument("--interval", type=float, default=None, help="seconds between polls")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("process", help="process a folder or s3://bucket/incoming/... as a batch")
+    p.add_argument("source", help="a local folder (uploaded first) or s3://<bucket>/incoming/..")
+    p.add_argument("--concurrency", type=int, default=None, help="objects in flight")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_process)
+
+    events = sub.add_parser("events", help="dead-lettered events")
+    esub = events.add_subparsers(dest="events_command", metavar="COMMAND")
+    esub.required = True
+    p = esub.add_parser("ls", help="list dead letters")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_events_ls)
+    p = esub.add_parser("replay", help="re-drive dead letters through the handler")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--id", action="append", help="a letter id (repeatable)")
+    which.add_argument("--all", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_events_replay)
