@@ -110,8 +110,8 @@ class GenerationPipeline:
             stage = "postprocess"
             clip = await postprocess_clip(result.audio, result.sample_rate, options, timings)
             stage = "upload"
-            return await self._store(job, result, clip, self.settings.generations_prefix,
-                                     options, timings)
+            return await store_track(self.tracks, self.catalogue, job, result, clip,
+                                     self.settings.generations_prefix, options, timings)
         except Exception as exc:  # every failure ends as a failed row
             return await self._fail(job, stage, exc)
 
@@ -130,27 +130,10 @@ class GenerationPipeline:
             stage = "postprocess"
             clip = await postprocess_clip(audio, sample_rate, options, timings)
             stage = "upload"
-            return await self._store(job, None, clip, self.settings.processed_prefix, options,
-                                     timings)
+            return await store_track(self.tracks, self.catalogue, job, None, clip,
+                                     self.settings.processed_prefix, options, timings)
         except Exception as exc:  # every failure ends as a failed row
             return await self._fail(job, stage, exc)
-
-    async def _store(self, job: Sidecar, result: GenerationResult | None,
-                     clip: ProcessedClip, prefix: str, options: ClipOptions,
-                     timings: dict[str, float]) -> Sidecar:
-        """Audio, then sidecar, into the bucket; then the completed row."""
-        key = self.tracks.new_key(prefix, job.id, options.encoding.format)
-        # The sidecar records the stages before it; its own upload and indexing cannot be
-        # in it (the catalogue row must equal the stored sidecar, for reindex).
-        sidecar = completed_sidecar(job, result, clip, key.audio_key, timings)
-        started = time.perf_counter()
-        stored = await _retry_transient(
-            lambda: asyncio.to_thread(self.tracks.write, sidecar, clip.audio))
-        metrics.record_stage("upload", time.perf_counter() - started)
-        started = time.perf_counter()
-        await self.catalogue.complete.remote(stored)
-        metrics.record_stage("index", time.perf_counter() - started)
-        return stored
 
     async def _fail(self, job: Sidecar, stage: str, exc: BaseException) -> Sidecar:
         original = original_error(exc)
@@ -167,6 +150,24 @@ class GenerationPipeline:
         except Exception:  # the catalogue itself is down: report, do not mask
             log.exception("could not record failure of job %s", job.id)
             return job.model_copy(update={"status": "failed", "error": error})
+
+
+async def store_track(tracks: TrackStore, catalogue: Any, job: Sidecar,
+                      result: GenerationResult | None, clip: ProcessedClip, prefix: str,
+                      options: ClipOptions, timings: dict[str, float]) -> Sidecar:
+    """Audio, then sidecar, into the bucket (transient errors retried); then the completed
+    row through the catalogue owner ``catalogue``. Returns the sidecar as stored."""
+    key = tracks.new_key(prefix, job.id, options.encoding.format)
+    # The sidecar records the stages before it; its own upload and indexing cannot be in it
+    # (the catalogue row must equal the stored sidecar, for reindex).
+    sidecar = completed_sidecar(job, result, clip, key.audio_key, timings)
+    started = time.perf_counter()
+    stored = await _retry_transient(lambda: asyncio.to_thread(tracks.write, sidecar, clip.audio))
+    metrics.record_stage("upload", time.perf_counter() - started)
+    started = time.perf_counter()
+    await catalogue.complete.remote(stored)
+    metrics.record_stage("index", time.perf_counter() - started)
+    return stored
 
 
 async def postprocess_clip(audio: Any, sample_rate: int, options: ClipOptions,

@@ -16,22 +16,28 @@ from musicfn.errors import InvalidRequestError, LimitExceededError
 _MULTIPART_OVERHEAD = 64 * 1024
 
 
-async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
-    """The uploaded file's bytes and name; LimitExceededError (413) over ``max_bytes``."""
-    content_type = request.headers.get("content-type", "")
-    multipart = content_type.startswith("multipart/form-data")
-    cap = max_bytes + (_MULTIPART_OVERHEAD if multipart else 0)
+async def read_body(request: Request, cap: int, too_large: LimitExceededError) -> bytes:
+    """The request body, refused with ``too_large`` (413) as soon as it passes ``cap`` bytes
+    (a declared Content-Length over it: before reading anything)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise _too_large(max_bytes)
+        raise too_large
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > cap:
-            raise _too_large(max_bytes)
+            raise too_large
         chunks.append(chunk)
-    body = b"".join(chunks)
+    return b"".join(chunks)
+
+
+async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
+    """The uploaded file's bytes and name; LimitExceededError (413) over ``max_bytes``."""
+    content_type = request.headers.get("content-type", "")
+    multipart = content_type.startswith("multipart/form-data")
+    cap = max_bytes + (_MULTIPART_OVERHEAD if multipart else 0)
+    body = await read_body(request, cap, _too_large(max_bytes))
     if not multipart:
         if not body:
             raise InvalidRequestError("empty upload: send the audio as the body or as the "

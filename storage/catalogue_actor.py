@@ -125,7 +125,7 @@ def connect_owner(path: Path | str, *, address: str | None = None, required: boo
     if not ray.is_initialized():
         try:
             # Ray itself retries an unreachable address for minutes: check it first.
-            resolved = _reachable_address(address)
+            resolved = reachable_ray_address(address)
             ray.init(address=resolved, logging_level=logging.ERROR, log_to_driver=False,
                      configure_logging=False)
             connected_here = True
@@ -146,7 +146,7 @@ def connect_owner(path: Path | str, *, address: str | None = None, required: boo
     return OwnerClient(handle, shutdown_ray=connected_here)
 
 
-def _reachable_address(address: str | None, timeout_s: float = 2.0) -> str:
+def reachable_ray_address(address: str | None, timeout_s: float = 2.0) -> str:
     """``address`` (default: RAY_ADDRESS, else the running local cluster) as host:port,
     after checking that its GCS port accepts connections; ConnectionError otherwise."""
     import socket

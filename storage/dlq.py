@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -100,10 +100,3 @@ def _parse(data: bytes) -> DeadLetter:
         raise InvalidRequestError(f"invalid dead letter: {validation_message(exc)}",
                                   code="invalid_dead_letter") from None
 
-
-def letter_summary(letter: DeadLetter) -> dict[str, Any]:
-    """The one-line view ``musicfn events ls`` prints."""
-    return {"id": letter.id, "key": letter.key, "etag": letter.etag,
-            "error": f"{letter.error.code}: {letter.error.message}",
-            "attempts": letter.attempts, "replays": letter.replays,
-            "failed_at": letter.last_failed_at.isoformat()}

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from deployments.pipeline import completed_sidecar, postprocess_clip
+from deployments.pipeline import postprocess_clip, store_track
 from deployments.triggers.minio_events import ObjectEvent
 from functions.decode import DecodeLimits, decode_audio
 from functions.pipeline import ClipOptions
@@ -156,15 +156,8 @@ class EventHandler:
                       versions={"musicfn": __version__},
                       source=SourceRef(bucket=self.settings.bucket, key=info.key,
                                        etag=info.etag, version_id=version or None))
-        key = self.tracks.new_key(self.settings.processed_prefix, track_id,
-                                  self.options.encoding.format)
-        sidecar = completed_sidecar(job, None, clip, key.audio_key, timings)
-        started = time.perf_counter()
-        stored = await asyncio.to_thread(self.tracks.write, sidecar, clip.audio)
-        metrics.record_stage("upload", time.perf_counter() - started)
-        started = time.perf_counter()
-        await self.catalogue.upsert.remote([stored])
-        metrics.record_stage("index", time.perf_counter() - started)
+        await store_track(self.tracks, self.catalogue, job, None, clip,
+                          self.settings.processed_prefix, self.options, timings)
 
     async def _record(self, info: ObjectInfo, version: str, status: Any,
                       track_id: str | None, error: str | None) -> None:

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 @serve.deployment(num_replicas=1, max_ongoing_requests=16, health_check_period_s=5,
                   ray_actor_options={"num_cpus": 0})
 class EventPoller:
-    """Polls incoming/ until the replica stops; ``status`` and ``poll`` for operators."""
+    """Polls incoming/ until the replica stops; ``status`` for operators."""
 
     def __init__(self, settings: dict[str, Any] | None = None) -> None:
         self.settings = Settings(**settings) if settings else get_settings()
@@ -62,10 +62,6 @@ class EventPoller:
         return {"enabled": self.settings.poller_enabled, "polls": self.polls,
                 "interval_s": self.settings.poll_interval_s,
                 "last": self.last.model_dump(mode="json") if self.last else None}
-
-    async def poll(self, full: bool = False) -> PollReport:
-        """Run one pass now (on this replica's loop, beside the background loop)."""
-        return await self.poller.poll_once(full=full)
 
     def check_health(self) -> None:
         if self._thread is not None and not self._thread.is_alive():

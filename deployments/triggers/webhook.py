@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from fastapi import Request
 from pydantic import BaseModel
 
 from deployments.triggers.handler import EventHandler, EventResult, reject_reason
 from deployments.triggers.minio_events import ObjectEvent, object_events, parse_notification
+from deployments.uploads import read_body
 from musicfn import metrics
 from musicfn.errors import CatalogueError, LimitExceededError
 
@@ -37,16 +37,10 @@ class WebhookReceipt(BaseModel):
 
 async def read_notification(request: Request) -> list[ObjectEvent | Rejected]:
     """The events of a webhook body (capped at 1 MiB: 413; malformed: 422)."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_NOTIFICATION_BYTES:
-        raise LimitExceededError("event notification over 1 MiB")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_NOTIFICATION_BYTES:
-            raise LimitExceededError("event notification over 1 MiB")
+    body = await read_body(request, MAX_NOTIFICATION_BYTES,
+                           LimitExceededError("event notification over 1 MiB"))
     out: list[ObjectEvent | Rejected] = []
-    for record, event in object_events(parse_notification(bytes(body))):
+    for record, event in object_events(parse_notification(body)):
         if event is None:
             out.append(Rejected(key=record.s3.object.key,
                                 reason=f"event {record.event_name} is not handled"))
@@ -103,6 +97,3 @@ class WebhookIntake:
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=timeout_s)
 
-
-def receipt_json(receipt: WebhookReceipt) -> dict[str, Any]:
-    return receipt.model_dump(mode="json")

@@ -13,7 +13,7 @@ from musicfn.commands import ray_session
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import Settings, get_settings
 from storage.backends import open_storage
-from storage.dlq import letter_summary
+from storage.dlq import DeadLetter
 from storage.objects import ObjectStore
 
 
@@ -111,6 +111,14 @@ def _progress_bar() -> Any:
     from tqdm import tqdm  # type: ignore[import-untyped]
 
     return tqdm(total=0, unit="file", file=sys.stderr, dynamic_ncols=True)
+
+
+def letter_summary(letter: DeadLetter) -> dict[str, Any]:
+    """What ``musicfn events ls`` shows of one dead letter."""
+    return {"id": letter.id, "key": letter.key, "etag": letter.etag,
+            "error": f"{letter.error.code}: {letter.error.message}",
+            "attempts": letter.attempts, "replays": letter.replays,
+            "failed_at": letter.last_failed_at.isoformat()}
 
 
 def cmd_events_ls(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from musicfn.settings import Settings
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue_actor import catalogue_actor, reachable_ray_address
 
 
 def connect(settings: Settings) -> bool:
@@ -23,11 +23,12 @@ def connect(settings: Settings) -> bool:
     common: dict[str, Any] = {"namespace": settings.ray_namespace,
                               "logging_level": logging.ERROR, "log_to_driver": False}
     try:
-        ray.init(address="auto", **common)
-        return True
-    except ConnectionError:
+        address = reachable_ray_address(None)
+    except (ConnectionError, OSError, ValueError):
         ray.init(address="local", include_dashboard=False, **common)
         return False
+    ray.init(address=address, **common)
+    return True
 
 
 def catalogue(settings: Settings) -> Any:
