@@ -65,8 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     import ray
     from ray import serve
 
-    from deployments.engines.tiny_model import make_tiny_model
     from deployments.musicgen import build_app, deploy
+    from engines.tiny_model import make_tiny_model
     from tests.support import free_port_block
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",

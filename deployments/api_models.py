@@ -8,9 +8,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from deployments.engines.requests import GenerationRequest, Limits, parse_request
+from engines.requests import GenerationRequest, Limits, parse_request
 from functions.encode import EncodeOptions, PcmSubtype
 from functions.pipeline import ClipOptions
+from jobs.callbacks import EventFilter
+from storage.catalogue_jobs import JobView
 from storage.sidecar import Sidecar
 
 _BIT_DEPTHS: dict[int, PcmSubtype] = {16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}
@@ -54,6 +56,10 @@ class GenerationBody(_Strict):
     loudness: LoudnessBody = LoudnessBody()
     output: OutputBody = OutputBody()
     callback_url: str | None = Field(default=None, max_length=2048)
+    webhook_events_filter: list[EventFilter] | None = Field(
+        default=None, max_length=2,
+        description="callbacks to send: 'start' (running) and/or 'completed' (any end); "
+                    "default ['completed']")
 
     def generation_request(self, limits: Limits, default_model: str) -> GenerationRequest:
         """The engine request (validated, limits checked, seed assigned when missing)."""
@@ -82,19 +88,27 @@ class GenerationBody(_Strict):
 
 
 class GenerationRecord(BaseModel):
-    """``GET /v1/generations/{id}``: the catalogue record plus live and derived fields."""
+    """``GET /v1/generations/{id}``: the catalogue record plus the live state of its job."""
 
     id: str
     status: str
     progress: float | None = None
+    attempts: int | None = None
+    cancel_requested: bool = False
+    webhooks: list[dict[str, Any]] = Field(default_factory=list)
     audio_url: str | None = None
     record: Sidecar
 
     @classmethod
-    def of(cls, sc: Sidecar, *, progress: float | None = None,
-           audio_url: str | None = None) -> GenerationRecord:
-        done = 1.0 if sc.status == "completed" else progress
-        return cls(id=sc.id, status=sc.status, progress=done, audio_url=audio_url, record=sc)
+    def of(cls, view: JobView, *, audio_url: str | None = None) -> GenerationRecord:
+        """The record of a track and its job (``view``)."""
+        sc, job = view.track, view.job
+        done = 1.0 if sc.status == "completed" else (job.progress if job else None)
+        return cls(id=sc.id, status=sc.status, progress=done,
+                   attempts=job.attempts if job else None,
+                   cancel_requested=bool(job and job.cancel_requested),
+                   webhooks=list((job.result or {}).get("deliveries", [])) if job else [],
+                   audio_url=audio_url, record=sc)
 
 
 class BatchBody(BaseModel):

@@ -1,7 +1,7 @@
-"""The musicfn application: the HTTP ingress bound to the MusicGen deployment.
+"""The musicfn application: ingress, MusicGen, job runners and the incoming/ poller.
 
 ``build_app`` is the ``import_path`` of ``serve_config.yaml``; its ``args`` are the MusicGen
-app's (engine, model, device, batching) plus ``settings`` overrides for the ingress (tests).
+app's (engine, model, device, batching) plus ``settings`` overrides (tests).
 """
 
 from __future__ import annotations
@@ -13,11 +13,12 @@ from ray.serve import Application
 
 from deployments.ingress import Ingress
 from deployments.musicgen import build_app as build_musicgen
-from deployments.triggers.poller_deployment import EventPoller
+from deployments.poller import EventPoller
+from deployments.runner import JobRunner
 
 
 def build_app(args: Mapping[str, Any] | None = None) -> Application:
-    """Ingress + MusicGen + the incoming/ poller (idle unless enabled).
+    """Ingress + MusicGen + JobRunner + EventPoller (idle unless enabled).
 
     Raises NoGpuError at once for GPU placement without GPUs."""
     values = dict(args or {})
@@ -25,8 +26,10 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     engine_app = build_musicgen(values)
     model = "synth" if values.get("engine") == "synth" else str(
         values.get("model", "facebook/musicgen-small"))
+    runner: Any = JobRunner
     ingress: Any = Ingress
     poller: Any = EventPoller
-    app: Application = ingress.bind(engine_app, default_model=model, settings=settings,
-                                    poller=poller.bind(settings))
+    runners = runner.bind(engine_app, settings=settings)
+    app: Application = ingress.bind(engine_app, runners, default_model=model,
+                                    settings=settings, poller=poller.bind(settings))
     return app

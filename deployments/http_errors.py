@@ -27,6 +27,7 @@ from musicfn.errors import (
     MusicfnError,
     NoGpuError,
     NotFoundError,
+    RequestTimeoutError,
     StorageError,
     StorageUnreachableError,
     TransientStorageError,
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # Most specific first: the first matching class decides.
 STATUS_BY_ERROR: tuple[tuple[type[MusicfnError], int], ...] = (
     (LimitExceededError, 413),
+    (RequestTimeoutError, 408),
     (UnsupportedError, 422),
     (MalformedPayloadError, 422),
     (InputError, 400),

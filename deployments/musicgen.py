@@ -26,17 +26,17 @@ from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
 from deployments import gpu_check
-from deployments.engines.base import GeneratedAudio, GenerationJob
-from deployments.engines.loader import Device, EngineSpec, load_engine, parse_spec
-from deployments.engines.requests import (
+from deployments.faults import FaultInjection
+from engines.base import GeneratedAudio, GenerationJob
+from engines.loader import Device, EngineSpec, load_engine, parse_spec
+from engines.requests import (
     GenerationRequest,
     GenerationResult,
     Limits,
     StemAudio,
     parse_request,
 )
-from deployments.engines.stems import jobs_for, mix
-from deployments.faults import FaultInjection
+from engines.stems import jobs_for, mix
 from musicfn import metrics
 from musicfn.errors import (
     ConfigurationError,
@@ -46,7 +46,6 @@ from musicfn.errors import (
     UnsupportedError,
 )
 from musicfn.logs import configure_json_logging_in_worker
-from musicfn.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +198,10 @@ class MusicGenDeployment:
             batch_size=max(out.batch_size for out in audios),
         )
 
+    async def limits(self) -> Limits:
+        """The live limits (``user_config.limits``): the one owner the ingress reads."""
+        return self._limits
+
     async def progress(self, request_id: str) -> float | None:
         """Fraction done of a running request, or None when unknown or finished."""
         return self._progress.get(request_id)
@@ -263,6 +266,7 @@ class MusicGenAppArgs(BaseModel):
     batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
     max_duration_s: float | None = Field(default=None, gt=0.0, le=600.0)
     max_prompt_chars: int | None = Field(default=None, ge=1, le=4000)
+    max_pending_jobs: int | None = Field(default=None, ge=1, le=10_000)
     # Off only for clusters whose GPU nodes appear through autoscaling.
     gpu_check: bool = True
     # Serve queueing and health checks; None keeps the deployment's defaults.
@@ -294,11 +298,10 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
         gpu_check.require_gpus(
             num_gpus, replicas=a.num_replicas, what=f"MusicGen ({a.model} on {device})"
         )
-    settings = get_settings()
-    limits = Limits(
-        max_duration_s=a.max_duration_s or settings.max_generation_duration_s,
-        max_prompt_chars=a.max_prompt_chars or settings.max_prompt_chars,
-    )
+    limits = Limits.model_validate({k: v for k, v in (("max_duration_s", a.max_duration_s),
+                                                      ("max_prompt_chars", a.max_prompt_chars),
+                                                      ("max_pending_jobs", a.max_pending_jobs))
+                                    if v is not None})
     user_config = MusicGenUserConfig(
         max_batch_size=a.max_batch_size, batch_wait_timeout_s=a.batch_wait_timeout_s,
         limits=limits, fault_injection=a.fault_injection,

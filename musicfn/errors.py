@@ -106,6 +106,10 @@ class MalformedPayloadError(InputError):
     code = "malformed_payload"
 
 
+class RequestTimeoutError(InputError):
+    """The client did not send its request (body) in time."""
+
+
 class UnsupportedError(InputError):
     code = "unsupported"
 

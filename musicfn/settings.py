@@ -63,8 +63,8 @@ class Settings(BaseSettings):
     # Limits
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)
     max_audio_duration_s: float = Field(default=600.0, gt=0)
-    max_generation_duration_s: float = Field(default=30.0, gt=0, le=600)
-    max_prompt_chars: int = Field(default=500, ge=1, le=4000)
+    # Generation limits (duration, prompt, stems, pending jobs) have one owner: the MusicGen
+    # deployment's user_config (engines.requests.Limits), which the ingress reads live.
     list_page_max: int = Field(default=500, ge=1, le=10_000)
 
     # Generation engine placement: "auto" uses CUDA when the cluster has GPUs, else the CPU.
@@ -73,12 +73,22 @@ class Settings(BaseSettings):
     # Service (HTTP ingress). Serve binds to loopback unless told otherwise.
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
-    max_inflight_jobs: int = Field(default=64, ge=1, le=100_000)  # per ingress replica; 503 beyond
+    # A request body must arrive within this many seconds (slow or stalled senders get 408).
+    request_body_timeout_s: float = Field(default=10.0, gt=0, le=600)
     api_key: SecretStr | None = None  # when set, every route but /healthz requires it
     webhook_token: SecretStr | None = None  # bearer token MinIO sends with bucket events
     callback_allow_private: bool = False  # SSRF guard for completion callbacks
     callback_timeout_s: float = Field(default=10.0, gt=0, le=120)
     callback_attempts: int = Field(default=4, ge=1, le=10)
+    # Standard Webhooks signing secret (whsec_<base64>) for callbacks; unsigned when unset.
+    webhook_secret: SecretStr | None = None
+
+    # Jobs (jobs/): runners lease catalogue rows; a lease not renewed within job_lease_s
+    # (runner killed, node lost) is re-driven by another runner, up to job_max_attempts.
+    job_lease_s: float = Field(default=30.0, ge=1, le=600)
+    job_poll_interval_s: float = Field(default=2.0, gt=0, le=60)  # also the sweep interval
+    job_max_attempts: int = Field(default=3, ge=1, le=20)
+    runner_concurrency: int = Field(default=16, ge=1, le=1024)  # jobs in flight per runner
 
     # Object-store triggers (webhook, poller, batches): uploads under incoming/ are processed
     # into processed/. "auto" runs the poller in the service when the S3 is the embedded one

@@ -31,9 +31,10 @@ from storage.sidecar import ErrorInfo, Sidecar, TrackStatus
 
 # Allowed lifecycle steps for explicit transitions (upserts of whole sidecars use STATUS_RANK).
 _TRANSITIONS: dict[str, set[str]] = {
-    "pending": {"processing", "failed"},
-    "processing": {"processing", "completed", "failed"},
+    "pending": {"processing", "failed", "canceled"},
+    "processing": {"processing", "completed", "failed", "canceled"},
     "failed": {"processing", "failed"},
+    "canceled": {"canceled"},
     "completed": {"completed"},
 }
 
@@ -96,6 +97,14 @@ class Catalogue(EventLogMixin):
                 raise InvalidTransitionError(
                     f"track {sidecar.id} is {current.status}; cannot become completed")
             self.upsert([sidecar])
+
+    def _insert_track(self, sc: Sidecar) -> None:
+        """Write one row inside the caller's transaction (lock held, row deleted first)."""
+        self._con.register("_batch", sidecars_table([sc]))
+        try:
+            self._con.execute(UPSERT_TRACKS_SQL)
+        finally:
+            self._con.unregister("_batch")
 
     def _write_exact(self, sc: Sidecar) -> None:
         """Write one row regardless of rank (for validated explicit transitions)."""

@@ -100,9 +100,10 @@ class EventLogMixin(CatalogueConnection):
                     stale_after_s: float, retry_failed: bool = False) -> EventClaim:
         """Claim the processing of one object version, atomically.
 
-        Claimed when there is no record, when the record is a stale claim (its track id is
-        kept), or when it failed and ``retry_failed`` (a replay). Otherwise the existing
-        record is returned unclaimed: the event is a duplicate.
+        Claimed when there is no record, when the record is a stale claim or a claim under
+        this ``track_id`` (the same job, re-driven; its track id is kept), or when it failed
+        and ``retry_failed`` (a replay). Otherwise the existing record is returned unclaimed:
+        the event is a duplicate.
         """
         now = utc_now()
         with self._lock, self._transaction():
@@ -114,7 +115,8 @@ class EventLogMixin(CatalogueConnection):
                 stale = current.status == "processing" and \
                     now - current.processed_at > timedelta(seconds=stale_after_s)
                 retry = current.status == "failed" and retry_failed
-                if not (stale or retry):
+                own = current.status == "processing" and current.track_id == track_id
+                if not (stale or retry or own):
                     return EventClaim(claimed=False, record=current)
                 track_id = current.track_id or track_id
             claim = EventRecord(bucket=bucket, key=key, etag=etag, version_id=version_id,

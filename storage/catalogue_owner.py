@@ -31,7 +31,7 @@ from pydantic import BaseModel
 
 from musicfn.errors import MusicfnError
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
+from storage.catalogue_jobs import JobCatalogue
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,8 @@ class RebuildStatus(BaseModel):
     last_error: str | None = None
 
 
-class CatalogueOwner(Catalogue):
-    """A ``Catalogue`` that re-creates its file when it disappears and refills it.
+class CatalogueOwner(JobCatalogue):
+    """A ``JobCatalogue`` that re-creates its file when it disappears and refills it.
 
     ``settings`` (S3 endpoint, bucket, prefixes) enables reconciliation with the bucket;
     without it a lost file is still re-created from what the open connection holds.

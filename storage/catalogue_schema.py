@@ -91,6 +91,32 @@ MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
             updated_at TIMESTAMP NOT NULL
         )""",
     )),
+    (5, (
+        # An accepted invocation (generation, object event, batch) is a row here; runners
+        # lease rows (holder + expiry), heartbeat, and finish them (storage.catalogue_jobs).
+        """CREATE TABLE jobs (
+            id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,
+            parent_id VARCHAR,
+            dedupe_key VARCHAR,
+            payload VARCHAR NOT NULL,
+            state VARCHAR NOT NULL,
+            outcome VARCHAR,
+            attempts INTEGER NOT NULL,
+            max_attempts INTEGER NOT NULL,
+            lease_holder VARCHAR,
+            lease_expires_at TIMESTAMP,
+            not_before TIMESTAMP NOT NULL,
+            cancel_requested BOOLEAN NOT NULL,
+            progress DOUBLE,
+            result VARCHAR,
+            error VARCHAR,
+            created_at TIMESTAMP NOT NULL,
+            started_at TIMESTAMP,
+            updated_at TIMESTAMP NOT NULL
+        )""",
+        "CREATE UNIQUE INDEX jobs_dedupe ON jobs (dedupe_key)",
+    )),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -125,7 +151,7 @@ TRACK_COLUMNS = tuple(TRACK_SCHEMA.names)
 
 # A later write may not move a row back: a duplicate or stale "processing" never overwrites a
 # finished row. failed -> completed is allowed (a retried job that then succeeded).
-STATUS_RANK = {"pending": 0, "processing": 1, "failed": 2, "completed": 3}
+STATUS_RANK = {"pending": 0, "processing": 1, "failed": 2, "canceled": 2, "completed": 3}
 
 
 def naive_utc(ts: datetime | None) -> datetime | None:

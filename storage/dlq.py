@@ -21,11 +21,13 @@ from storage.objects import ObjectStore
 from storage.sidecar import ErrorInfo
 from storage.tracks import WRITER_METADATA_KEY, WRITER_METADATA_VALUE
 
-EventSource = Literal["webhook", "poller", "batch", "replay", "cli"]
-
 
 class DeadLetter(BaseModel):
-    """One failed event: what object, what went wrong, how often it was tried."""
+    """One failed job or event: what it was about, what went wrong, how often it was tried.
+
+    ``job_kind`` says which: ``event`` letters name the object (bucket, key, etag) and are
+    replayed through the upload handler; ``generation`` letters name the job (``job_id``,
+    the track id) that ran out of attempts."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -34,7 +36,9 @@ class DeadLetter(BaseModel):
     key: str
     etag: str
     version_id: str = ""
-    source: EventSource
+    source: str
+    job_kind: Literal["event", "generation", "batch"] = "event"
+    job_id: str | None = None
     error: ErrorInfo
     attempts: int
     first_failed_at: datetime
@@ -42,13 +46,15 @@ class DeadLetter(BaseModel):
     replays: int = 0
 
     @classmethod
-    def new(cls, *, bucket: str, key: str, etag: str, version_id: str, source: EventSource,
-            error: ErrorInfo, attempts: int) -> DeadLetter:
+    def new(cls, *, bucket: str, key: str, etag: str, version_id: str, source: str,
+            error: ErrorInfo, attempts: int, job_kind: Literal["event", "generation",
+                                                               "batch"] = "event",
+            job_id: str | None = None) -> DeadLetter:
         """A fresh letter with a new id, failed now."""
         now = utc_now()
         return cls(id=new_id(), bucket=bucket, key=key, etag=etag, version_id=version_id,
-                   source=source, error=error, attempts=attempts, first_failed_at=now,
-                   last_failed_at=now)
+                   source=source, job_kind=job_kind, job_id=job_id, error=error,
+                   attempts=attempts, first_failed_at=now, last_failed_at=now)
 
 
 class DeadLetterQueue:

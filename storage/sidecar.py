@@ -19,7 +19,8 @@ from musicfn.validation import validation_message
 SIDECAR_SCHEMA_VERSION = 1
 
 TrackKind = Literal["generation", "upload"]
-TrackStatus = Literal["pending", "processing", "completed", "failed"]
+TrackStatus = Literal["pending", "processing", "completed", "failed", "canceled"]
+FINAL_STATUSES: frozenset[str] = frozenset({"completed", "failed", "canceled"})
 Mode = Literal["major", "minor"]
 
 

@@ -25,7 +25,7 @@ from storage.objects import ObjectStore
 from storage.sidecar import Sidecar
 from storage.verify import VerifyReport, verify
 
-FINAL = ("completed", "failed")
+FINAL = ("completed", "failed", "canceled")
 
 
 @dataclass
@@ -54,7 +54,7 @@ class App:
         return dict(r.json())
 
     def wait_final(self, ids: Iterable[str], timeout_s: float = 240) -> dict[str, dict[str, Any]]:
-        """Each job's record once it is completed or failed."""
+        """Each job's record once it has ended (completed, failed or canceled)."""
         pending = set(ids)
         done: dict[str, dict[str, Any]] = {}
         deadline = time.monotonic() + timeout_s
@@ -87,22 +87,18 @@ class App:
         return serve.get_deployment_handle("MusicGen", app_name=self.name)
 
 
-def deploy(name: str, settings: Settings, tmp: Path, *, max_inflight_jobs: int | None = None,
-           **engine_args: Any) -> App:
+def deploy(name: str, settings: Settings, tmp: Path, **engine_args: Any) -> App:
     """The ingress + synth MusicGen app with fault hooks on, served under ``/<name>``."""
     from ray import serve
 
-    from deployments.ingress import Ingress
-    from deployments.musicgen import build_app as build_musicgen
+    from deployments.app import build_app
 
     control = tmp / f"control-{name}"
     control.mkdir()
     args = {"engine": "synth", "device": "cpu", "num_cpus": 0, "batch_wait_timeout_s": 0.01,
             "fault_injection": {"control_dir": str(control)}, **engine_args}
-    ingress: Any = Ingress
-    app = ingress.bind(build_musicgen(args), default_model="synth",
-                       settings=settings.model_dump(), max_inflight_jobs=max_inflight_jobs)
-    serve.run(app, name=name, route_prefix=f"/{name}")
+    serve.run(build_app({**args, "settings": settings.model_dump()}), name=name,
+              route_prefix=f"/{name}")
     base = os.environ["MUSICFN_TEST_SERVE_URL"]
     client = httpx.Client(base_url=f"{base}/{name}", timeout=120)
     objects = ObjectStore(settings)

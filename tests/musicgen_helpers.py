@@ -18,7 +18,7 @@ import numpy as np
 @functools.cache
 def tiny_model_dir() -> Path:
     """A directory holding a tiny MusicGen checkpoint (built on first use, removed at exit)."""
-    from deployments.engines.tiny_model import make_tiny_model
+    from engines.tiny_model import make_tiny_model
 
     root = Path(tempfile.mkdtemp(prefix="musicfn-tiny-"))
     atexit.register(shutil.rmtree, root, ignore_errors=True)

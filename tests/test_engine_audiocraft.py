@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deployments.engines.audiocraft_engine import AudiocraftEngine
-from deployments.engines.base import GenerationJob
-from deployments.engines.requests import AudioInput, GenerationParams
-from deployments.engines.tiny_model import is_model_dir
+from engines.audiocraft_engine import AudiocraftEngine
+from engines.base import GenerationJob
+from engines.requests import AudioInput, GenerationParams
+from engines.tiny_model import is_model_dir
 from musicfn.errors import (
     ConfigurationError,
     InvalidRequestError,

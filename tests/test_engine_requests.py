@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployments.engines.requests import Limits, parse_request
-from deployments.engines.stems import build_prompt, jobs_for, mix, stem_seed
+from engines.requests import Limits, parse_request
+from engines.stems import build_prompt, jobs_for, mix, stem_seed
 from musicfn.errors import InvalidRequestError, LimitExceededError, MusicfnError
 
 LIMITS = Limits(max_duration_s=30, max_prompt_chars=100, max_stems=3)

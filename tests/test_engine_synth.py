@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deployments.engines.base import GenerationJob
-from deployments.engines.requests import AudioInput
-from deployments.engines.synth import SynthEngine
-from deployments.engines.theory import parse_key
+from engines.base import GenerationJob
+from engines.requests import AudioInput
+from engines.synth import SynthEngine
+from engines.theory import parse_key
 from musicfn.errors import UnsupportedError
 from tests.musicgen_helpers import estimate_bpm, estimate_key
 from tests.support import free_port_block

@@ -14,13 +14,14 @@ import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 import pytest
 
-from deployments.triggers.handler import EventHandler
-from deployments.triggers.poller import Poller
+from jobs.service import build_runner, outcome_counts, run_until_done
+from jobs.uploads import EventHandler
 from musicfn.settings import Settings
 from storage.catalogue_actor import catalogue_actor
 from storage.embedded_s3 import EmbeddedS3
@@ -28,8 +29,23 @@ from storage.objects import ObjectStore
 from storage.sidecar import Sidecar
 from tests.events_support import wait_for, wav_bytes
 from tests.support import make_settings, musicfn_env
+from triggers.poller import Poller
 
 pytestmark = [pytest.mark.ray]
+
+
+class PollAndRun:
+    """A poll (which only enqueues event jobs), then a local runner until those jobs end."""
+
+    def __init__(self, objects: ObjectStore, owner: Any, settings: Settings) -> None:
+        self.runner = build_runner(settings, owner, None)
+        self.poller = Poller(self.runner.queue, objects, settings)
+
+    async def poll_once(self, full: bool = False) -> Any:
+        report = await self.poller.poll_once(full=full)
+        jobs = await run_until_done(self.runner, report.job_ids) if report.job_ids else []
+        return SimpleNamespace(listed=report.listed, known=report.known, cursor=report.cursor,
+                               outcomes=outcome_counts(jobs))
 
 
 @pytest.fixture
@@ -40,7 +56,7 @@ def poller_env(ray_cluster: Any, s3_server: EmbeddedS3, tmp_path: Path) -> Itera
     objects = ObjectStore(settings)
     objects.ensure_bucket()
     owner = catalogue_actor(settings.catalogue_file, namespace=settings.ray_namespace)
-    poller = Poller(EventHandler(objects, owner, settings))
+    poller = PollAndRun(objects, owner, settings)
     yield settings, objects, owner, poller
     ray.kill(owner)
 
@@ -115,10 +131,9 @@ def test_watch_killed_mid_way_resumes_without_duplicates(poller_env: Any,
         watch.wait()
     done_before = _sources(owner, objects)
     assert len(done_before) < len(keys)  # killed mid-way
-    # Restart: claims of the killed process are taken over once stale (set short here).
+    # Restart: the killed process's jobs are re-driven once their leases expire (short here).
     rerun = subprocess.run([*cmd[:-2], "--once", "--json"],
-                           env=_cli_env(settings, ray_cluster,
-                                        MUSICFN_EVENT_CLAIM_TIMEOUT_S="1"),
+                           env=_cli_env(settings, ray_cluster, MUSICFN_JOB_LEASE_S="2"),
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     after = _sources(owner, objects)
@@ -179,7 +194,7 @@ def test_rebuilt_catalogue_does_not_process_sources_again(poller_env: Any) -> No
     reindex(objects, rebuilt, settings)
     rebuilt.close()
     fresh = catalogue_actor(settings.catalogue_file, namespace=settings.ray_namespace)
-    report = asyncio.run(Poller(EventHandler(objects, fresh, settings)).poll_once(full=True))
+    report = asyncio.run(PollAndRun(objects, fresh, settings).poll_once(full=True))
     assert report.listed == 1 and report.known == 1 and report.outcomes == {}
     assert len(_sources(fresh, objects)["incoming/once.wav"]) == 1
     ray.kill(fresh)
@@ -199,7 +214,7 @@ def _released(settings: Settings) -> bool:
 def test_removed_source_with_delete_policy_removes_the_processed_copy(poller_env: Any) -> None:
     import ray
 
-    from deployments.triggers.minio_events import ObjectEvent
+    from jobs.model import ObjectEvent
 
     settings, objects, owner, poller = poller_env
     objects.put("incoming/temp.wav", wav_bytes(), content_type="audio/wav")

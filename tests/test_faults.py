@@ -103,12 +103,12 @@ def test_failing_health_check_replaces_only_that_replica(make_app: Any) -> None:
 def test_flood_beyond_the_queue_gets_503_and_leaves_nothing(make_app: Any) -> None:
     from ray.serve.exceptions import BackPressureError
 
-    from deployments.engines.requests import GenerationRequest
+    from engines.requests import GenerationRequest
 
     # One replica works one request at a time and Serve queues 2 more: capacity 3, and the
-    # ingress admits exactly that many jobs.
+    # queue (global, in the catalogue) admits exactly that many jobs.
     app = make_app("f-flood", max_ongoing_requests=1, max_queued_requests=2, max_batch_size=1,
-                   max_inflight_jobs=3)
+                   max_pending_jobs=3)
     app.hold()  # a long generation occupies the replica
     accepted = [app.accepted(seed=i) for i in range(3)]
     rejected = [app.post(seed=100 + i) for i in range(6)]
@@ -116,7 +116,7 @@ def test_flood_beyond_the_queue_gets_503_and_leaves_nothing(make_app: Any) -> No
         assert r.status_code == 503, r.text
         assert r.headers["retry-after"] == "5"
         body = r.json()
-        assert body["code"] == "queue_full" and "limit 3" in body["message"]
+        assert body["code"] == "queue_full" and "(limit 3)" in body["message"]
     listed = app.client.get("/v1/generations", params={"limit": 100}).json()["items"]
     assert sorted(t["id"] for t in listed) == sorted(accepted)  # no row for a rejected POST
     # Serve's own limit holds too: a handle's queue takes max_queued_requests, then refuses.

@@ -15,7 +15,7 @@ import uvicorn
 from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
-from deployments.auth import check_api_key, check_bearer
+from deployments.api.auth import check_api_key, check_bearer
 from deployments.http_errors import install_error_handlers, status_for
 from musicfn import errors as e
 from tests.support import free_port_block

@@ -296,7 +296,8 @@ def test_completion_callback_is_delivered(api: httpx.Client) -> None:
         deadline = time.monotonic() + 30
         while not got and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert got and got[0]["id"] == rec["id"] and got[0]["status"] == "completed"
+        assert got and got[0]["type"] == "generation.completed"
+        assert got[0]["data"]["id"] == rec["id"] and got[0]["data"]["status"] == "completed"
     finally:
         server.shutdown()
         server.server_close()

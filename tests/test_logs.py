@@ -75,7 +75,7 @@ def test_json_lines_carry_ids_and_exceptions_on_one_line(json_stream: io.StringI
 
 def test_configure_twice_keeps_one_handler(json_stream: io.StringIO) -> None:
     configure_json_logging("INFO", stream=json_stream)
-    logging.getLogger("deployments.pipeline").info("once")
+    logging.getLogger("jobs.pipeline").info("once")
     assert [e["message"] for e in _lines(json_stream)] == ["once"]
     ours = [h for h in logging.getLogger("deployments").handlers
             if h.get_name() == "musicfn-json"]

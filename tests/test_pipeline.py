@@ -10,11 +10,13 @@ from typing import Any
 
 import pytest
 
-from deployments.engines.requests import Limits, parse_request
-from deployments.pipeline import GenerationPipeline
+from engines.requests import Limits, parse_request
 from functions.decode import decode_audio
 from functions.loudness import measure_loudness
 from functions.pipeline import ClipOptions
+from jobs.model import GenerationPayload
+from jobs.pipeline import pending_job
+from jobs.service import build_runner, run_until_done
 from musicfn.settings import Settings
 from storage.catalogue_actor import catalogue_actor
 from storage.embedded_s3 import EmbeddedS3
@@ -41,11 +43,30 @@ def engine(ray_cluster: Any) -> Iterator[Any]:
     serve.delete("pipeline-engine")
 
 
+class GenerationPipeline:
+    """A generation job through the job layer in this process: accept, then a runner."""
+
+    def __init__(self, engine: Any, settings: Settings, name: str) -> None:
+        objects = ObjectStore(settings)
+        objects.ensure_bucket()
+        self.catalogue = catalogue_actor(settings.catalogue_file, name=name)
+        self.tracks = TrackStore(objects, settings)
+        self.runner = build_runner(settings, self.catalogue, engine)
+
+    async def submit(self, req: Any, options: ClipOptions) -> Sidecar:
+        track = pending_job(req, options)
+        await self.runner.queue.submit_generation(
+            track, GenerationPayload(request=req, options=options), max_depth=1000)
+        return track
+
+    async def run(self, job: Sidecar, req: Any, options: ClipOptions) -> Sidecar:
+        await run_until_done(self.runner, [job.id])
+        done: Sidecar = await self.catalogue.get.remote(job.id)
+        return done
+
+
 def make_pipeline(engine: Any, settings: Settings, name: str) -> GenerationPipeline:
-    objects = ObjectStore(settings)
-    objects.ensure_bucket()
-    catalogue = catalogue_actor(settings.catalogue_file, name=name)
-    return GenerationPipeline(engine, catalogue, TrackStore(objects, settings), settings)
+    return GenerationPipeline(engine, settings, name)
 
 
 def request(prompt: str = "lofi hip hop, mellow", duration_s: float = 3.0,
@@ -92,12 +113,13 @@ def test_concurrent_jobs_all_complete(engine: Any, settings: Settings) -> None:
     pipeline = make_pipeline(engine, settings, "cat-pipeline-2")
     options = ClipOptions()
 
-    async def one(i: int) -> Sidecar:
-        req = request(prompt=f"ambient pad {i}", duration_s=2.0, seed=i)
-        return await pipeline.run(await pipeline.submit(req, options), req, options)
-
     async def go() -> list[Sidecar]:
-        return list(await asyncio.gather(*(one(i) for i in range(4))))
+        jobs = []
+        for i in range(4):
+            jobs.append(await pipeline.submit(request(prompt=f"ambient pad {i}", duration_s=2.0,
+                                                      seed=i), options))
+        await run_until_done(pipeline.runner, [j.id for j in jobs])
+        return [await pipeline.catalogue.get.remote(j.id) for j in jobs]
 
     results = asyncio.run(go())
     assert [r.status for r in results] == ["completed"] * 4

@@ -2,6 +2,8 @@
 // works under any route prefix. Errors come back as ApiError carrying the API's own
 // {code, message}.
 
+import { readEvents } from "./sse.js";
+
 const KEY_STORAGE = "musicfn.apiKey";
 
 export class ApiError extends Error {
@@ -104,6 +106,9 @@ export const api = {
   getGeneration: (id) => request("GET", `v1/generations/${encodeURIComponent(id)}`),
   listGenerations: (query) => request("GET", "v1/generations", { query }),
   waveform: (id) => request("GET", `v1/generations/${encodeURIComponent(id)}/waveform`),
+  // 200/202 with the record ({id, status, ...}); 409 job_finished when it is already over.
+  cancelGeneration: (id) => request("POST", `v1/generations/${encodeURIComponent(id)}/cancel`),
+  generationEvents: (id, signal) => generationEvents(id, signal),
   analyse: (file, query) => {
     const form = new FormData();
     form.append("file", file, file.name);
@@ -122,6 +127,36 @@ export async function audioBlob(id) {
   }
   if (!response.ok) throw await errorOf(response);
   return response.blob();
+}
+
+// A job's Server-Sent Events (GET v1/generations/{id}/events): its frames, {event, data, id},
+// as they come, until the server closes the stream. fetch() rather than EventSource, which
+// cannot send the key. Errors before the stream starts are the API's own (401, 404); a
+// network failure, before or during the stream, is ApiError network_error. Aborting
+// `signal` ends it with the AbortError.
+async function* generationEvents(id, signal) {
+  const url = `v1/generations/${encodeURIComponent(id)}/events`;
+  let response;
+  try {
+    response = await fetch(url, { headers: headers({ Accept: "text/event-stream" }),
+                                  cache: "no-store", signal });
+  } catch (err) {
+    if (signal && signal.aborted) throw err;
+    throw new ApiError(0, "network_error", "cannot reach musicfn: " + err.message);
+  }
+  if (!response.ok) throw await errorOf(response);
+  const type = response.headers.get("Content-Type") || "";
+  if (!type.startsWith("text/event-stream") || !response.body) {
+    if (response.body) response.body.cancel().catch(() => {});
+    throw new ApiError(response.status, "not_a_stream",
+                       `expected an event stream, got ${type || "nothing"}`);
+  }
+  try {
+    yield* readEvents(response.body);
+  } catch (err) {
+    if (signal && signal.aborted) throw err;
+    throw new ApiError(0, "network_error", "lost the connection to musicfn: " + err.message);
+  }
 }
 
 // The generation body that reproduces a stored record's request, with the given seed.

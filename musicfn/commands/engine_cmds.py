@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from musicfn.errors import ConfigurationError, InvalidRequestError, NoGpuError
-from musicfn.settings import get_settings
 
 
 def register(subparsers: Any) -> None:
@@ -49,7 +48,7 @@ def register(subparsers: Any) -> None:
 
 
 def _make_tiny_model(args: argparse.Namespace) -> int:
-    from deployments.engines.tiny_model import is_model_dir, make_tiny_model
+    from engines.tiny_model import is_model_dir, make_tiny_model
 
     out: Path = args.dir
     if is_model_dir(out) and not args.force:
@@ -67,9 +66,9 @@ def _split(text: str | None) -> list[str] | None:
 def _generate(args: argparse.Namespace) -> int:
     import soundfile as sf
 
-    from deployments.engines.loader import EngineSpec, load_engine
-    from deployments.engines.requests import Limits, parse_request
-    from deployments.engines.stems import jobs_for, mix
+    from engines.loader import EngineSpec, load_engine
+    from engines.requests import Limits, parse_request
+    from engines.stems import jobs_for, mix
 
     if args.out.suffix.lower() != ".wav":
         raise InvalidRequestError(f"--out must end in .wav, got {args.out}")
@@ -83,9 +82,7 @@ def _generate(args: argparse.Namespace) -> int:
 
         if not torch.cuda.is_available():
             raise NoGpuError("--device cuda but no CUDA GPU is visible; use --device cpu")
-    settings = get_settings()
-    limits = Limits(max_duration_s=settings.max_generation_duration_s,
-                    max_prompt_chars=settings.max_prompt_chars)
+    limits = Limits()
     request: dict[str, Any] = {
         "prompt": args.prompt, "duration_s": args.duration, "seed": args.seed, "bpm": args.bpm,
         "key": args.key, "chords": _split(args.chords), "stems": _split(args.stems),

@@ -17,40 +17,57 @@ from storage.dlq import DeadLetter
 from storage.objects import ObjectStore
 
 
-def _handler(settings: Settings, objects: ObjectStore) -> Any:
-    from deployments.triggers.handler import EventHandler
+def _runner(settings: Settings) -> Any:
+    """A local runner for event and batch jobs (no engine), on the service's catalogue."""
+    from jobs.service import build_runner
 
     ray_session.connect(settings)
-    return EventHandler(objects, ray_session.catalogue(settings), settings)
+    return build_runner(settings, ray_session.catalogue(settings), None,
+                        concurrency=settings.event_concurrency)
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    from deployments.triggers.poller import Poller, PollReport
+    from jobs.service import outcome_counts, run_until_done
+    from triggers.poller import Poller, PollReport
 
     settings = get_settings()
     if args.interval is not None:
         settings = settings.model_copy(update={"poll_interval_s": args.interval})
     with open_storage(settings, keep_s3_running=True) as b:
-        poller = Poller(_handler(settings, b.objects))
+        runner = _runner(settings)
+        poller = Poller(runner.queue, b.objects, settings)
 
-        def show(report: PollReport) -> None:
-            print(json.dumps(report.model_dump(mode="json")) if args.json else
+        def show(report: PollReport, outcomes: dict[str, int]) -> None:
+            body = {**report.model_dump(mode="json", exclude={"job_ids"}), "outcomes": outcomes}
+            print(json.dumps(body) if args.json else
                   f"{'full ' if report.full else ''}poll: {report.listed} listed, "
-                  f"{report.known} known, {report.outcomes or 'nothing new'}", flush=True)
+                  f"{report.known} known, {outcomes or 'nothing new'}", flush=True)
 
-        if args.once:
-            show(asyncio.run(poller.poll_once(full=args.full)))
+        async def once(full: bool) -> None:
+            report = await poller.poll_once(full=full)
+            jobs = await run_until_done(runner, report.job_ids) if report.job_ids else []
+            show(report, outcome_counts(jobs))
+
+        if args.once:  # a full pass: also finishes jobs an earlier, killed run left behind
+            asyncio.run(once(True))
             return 0
         print(f"watching s3://{settings.bucket}/{settings.incoming_prefix}/ every "
               f"{settings.poll_interval_s:g} s (Ctrl-C stops)", file=sys.stderr)
-        asyncio.run(poller.run(on_report=show))
+
+        async def forever() -> None:
+            full = True
+            while True:
+                await once(full)
+                full = False
+                await asyncio.sleep(settings.poll_interval_s)
+
+        asyncio.run(forever())
     return 0
 
 
 def cmd_process(args: argparse.Namespace) -> int:
-    from deployments.triggers.batches import BatchRunner, batch_prefix, new_batch
-    from deployments.triggers.handler import EventResult
-    from storage.catalogue_events import BatchRecord
+    from jobs.batches import batch_job, batch_prefix, batch_progress, new_batch
+    from jobs.service import run_until_done
 
     settings = get_settings()
     with open_storage(settings, keep_s3_running=True) as b:
@@ -62,19 +79,41 @@ def cmd_process(args: argparse.Namespace) -> int:
             prefix = batch_prefix(args.source, settings)
         else:
             raise InvalidRequestError(f"{args.source}: not a folder or an s3:// URL")
-        runner = BatchRunner(_handler(settings, b.objects), concurrency=args.concurrency)
+        if args.concurrency is not None:
+            settings = settings.model_copy(update={"event_concurrency": args.concurrency})
+        runner = _runner(settings)
+        catalogue = runner.queue.catalogue
         bar = None if args.json else _progress_bar()
+        seen: set[str] = set()
 
-        def step(progress: BatchRecord, result: EventResult) -> None:
-            if bar is not None:
-                bar.total = progress.total
-                bar.update(1)
-                bar.set_postfix(done=progress.processed, skipped=progress.skipped,
-                                failed=progress.failed)
-            if result.outcome == "failed" and not args.json:
-                print(f"failed: {result.key}: {result.reason}", file=sys.stderr)
+        def step(jobs: list[Any]) -> None:
+            items = [j for j in jobs if j.parent_id == batch.id]
+            for j in items:
+                if j.state != "done" or j.id in seen:
+                    continue
+                seen.add(j.id)
+                result = j.result or {}
+                if bar is not None:
+                    bar.total = len(items)
+                    bar.update(1)
+                if result.get("outcome") == "failed" and not args.json:
+                    print(f"failed: {result.get('key')}: {result.get('reason')}",
+                          file=sys.stderr)
 
-        final = asyncio.run(runner.run(batch, prefix, on_result=step))
+        async def main() -> Any:
+            import ray
+
+            ray.get(catalogue.save_batch.remote(batch))
+            await runner.queue.submit([batch_job(runner.queue, batch, prefix)])
+            jobs = await run_until_done(runner, [batch.id], parent_id=batch.id,
+                                        on_progress=step)
+            job = next(j for j in jobs if j.id == batch.id)
+            items = [j for j in jobs if j.parent_id == batch.id]
+            final = batch_progress(batch, job, items)
+            ray.get(catalogue.save_batch.remote(final))
+            return final
+
+        final = asyncio.run(main())
         if bar is not None:
             bar.close()
     if args.json:
@@ -88,7 +127,7 @@ def cmd_process(args: argparse.Namespace) -> int:
 def _upload_folder(objects: ObjectStore, settings: Settings, folder: Path, batch_id: str,
                    *, quiet: bool) -> str:
     """Upload a folder's audio files to ``incoming/batches/<batch-id>/``; returns the prefix."""
-    from deployments.triggers.handler import AUDIO_SUFFIXES
+    from jobs.uploads import AUDIO_SUFFIXES
     from storage.tracks import CONTENT_TYPES
 
     prefix = f"{settings.incoming_prefix}/batches/{batch_id}/"
@@ -139,23 +178,33 @@ def cmd_events_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_events_replay(args: argparse.Namespace) -> int:
-    from deployments.triggers.minio_events import ObjectEvent
+    from jobs.model import EventPayload, ObjectEvent, dump
+    from jobs.service import run_until_done
     from storage.dlq import DeadLetterQueue
+    from storage.keys import new_id
 
     settings = get_settings()
     with open_storage(settings, keep_s3_running=True) as b:
         dlq = DeadLetterQueue(b.objects, settings)
         letters = list(dlq.list()) if args.all else [dlq.get(i) for i in args.id]
-        handler = _handler(settings, b.objects)
+        letters = [x for x in letters if x.job_kind == "event"]
+        runner = _runner(settings)
+        jobs = [runner.queue.new_job(new_id(), "event", dump(EventPayload(
+            event=ObjectEvent(kind="created", bucket=x.bucket, key=x.key, etag=x.etag or None,
+                              version_id=x.version_id, source="replay"),
+            letter_id=x.id))) for x in letters]
+
+        async def main() -> list[Any]:
+            await runner.queue.submit(jobs)
+            return await run_until_done(runner, [j.id for j in jobs]) if jobs else []
+
+        done = {j.id: j for j in asyncio.run(main())}
         results = []
-        for letter in letters:
-            event = ObjectEvent(kind="created", bucket=letter.bucket, key=letter.key,
-                                etag=letter.etag, version_id=letter.version_id,
-                                source="replay")
-            result = asyncio.run(handler.handle(event, letter=letter))
-            if result.outcome != "failed":
-                dlq.delete(letter.id)
-            results.append({"letter": letter.id, **result.model_dump(mode="json")})
+        for letter, job in zip(letters, jobs, strict=True):
+            ended = done[job.id]
+            result = ended.result or {"outcome": "failed", "key": letter.key,
+                                      "reason": ended.error.message if ended.error else None}
+            results.append({"letter": letter.id, "key": letter.key, "reason": None, **result})
     if args.json:
         print(json.dumps(results, indent=2))
     else:
@@ -171,8 +220,8 @@ def register(sub: Any) -> None:
     """Add ``watch``, ``process`` and ``events`` to the ``musicfn`` parser."""
     p = sub.add_parser("watch", help="poll incoming/ and process new uploads")
     p.add_argument("--once", action="store_true", help="one pass, then exit")
-    p.add_argument("--full", action="store_true", help="with --once: from the start "
-                   "(reconciliation), not from the cursor")
+    p.add_argument("--full", action="store_true", help="ignored: --once always lists from "
+                   "the start (reconciliation); kept for scripts")
     p.add_argument("--interval", type=float, default=None, help="seconds between polls")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_watch)

@@ -1,10 +1,13 @@
 """``musicfn run``: start the whole service on this machine and make one real generation.
 
 Starts (or reuses) the embedded S3 when no endpoint is configured, a local Ray cluster, and
-Serve with the musicfn application adapted to the machine: MusicGen on CUDA when a GPU and the
-model's weights are here, otherwise the synth engine on the CPU (it prints which and why). Then
-it submits one example generation over HTTP, prints the object key, the analysis and the
-catalogue row, and serves until Ctrl-C (``--once`` exits after the example).
+Serve with ``serve_config.yaml`` itself (the production description: the same deployments,
+limits, autoscaling and health checks), overriding only what this machine needs: MusicGen on
+CUDA when a GPU and the model's weights are here, otherwise the synth engine on the CPU with
+MusicGen's GPU reservation dropped (it prints the config file, every override and why, and the
+deployments' effective ``max_ongoing_requests``). Then it submits one example generation over
+HTTP, prints the object key, the analysis and the catalogue row, and serves until Ctrl-C
+(``--once`` exits after the example).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -49,8 +54,6 @@ def choose_engine(requested: str, model: str, device: str) -> tuple[dict[str, An
 
 
 def _weights_available(model: str) -> bool:
-    from pathlib import Path
-
     if Path(model).is_dir():
         return (Path(model) / "state_dict.bin").exists()
     try:
@@ -61,8 +64,19 @@ def _weights_available(model: str) -> bool:
     return isinstance(found, str)
 
 
+def default_config_path() -> Path:
+    """The repository's ``serve_config.yaml`` (beside the ``deployments`` package)."""
+    import deployments
+
+    return Path(deployments.__file__).resolve().parents[1] / "serve_config.yaml"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     settings = get_settings()
+    config_path = Path(args.config) if args.config is not None else default_config_path()
+    if not config_path.is_file():
+        raise ConfigurationError(f"serve config {config_path} not found: pass --config PATH "
+                                 "(the production description, serve_config.yaml)")
     with open_storage(settings) as storage:
         if storage.embedded is not None:
             state = "reused" if storage.embedded.reused else "started"
@@ -72,8 +86,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"S3: {settings.endpoint_url}")
         engine_args, why = choose_engine(args.engine, args.model, settings.device)
         print(why)
-        base = _start_service(settings, engine_args)
         try:
+            base = _start_service(settings, config_path, engine_args)
             _example(base, settings)
             if args.once:
                 return 0
@@ -88,20 +102,69 @@ def cmd_run(args: argparse.Namespace) -> int:
             _stop_service()
 
 
-def _start_service(settings: Settings, engine_args: dict[str, Any]) -> str:
+def _start_service(settings: Settings, config_path: Path, engine_args: dict[str, Any]) -> str:
+    """Start Ray, then deploy the serve config adapted to this machine; the base URL."""
     import ray
-    from ray import serve
 
-    from deployments.app import build_app
+    from deployments.serve_config import EngineOverrides, deploy_config, load_serve_config
 
     # Worker logs stay in Ray's session directory (/tmp/ray/session_latest/logs), not here.
     ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
              logging_level=logging.WARNING, configure_logging=True, log_to_driver=False)
-    serve.start(http_options={"host": settings.http_host, "port": settings.http_port})
-    print(f"starting Serve on {settings.http_host}:{settings.http_port} ...")
-    serve.run(build_app({**engine_args, "batch_wait_timeout_s": 0.02}), name="musicfn",
-              route_prefix="/")
-    return f"http://{settings.http_host}:{settings.http_port}"
+    overrides = EngineOverrides.from_args(
+        engine_args,
+        cluster_cpus=float(ray.cluster_resources().get("CPU", 0.0)))  # type: ignore[no-untyped-call]
+    production = load_serve_config(config_path, overrides=None)
+    config = load_serve_config(config_path, overrides=overrides)
+    print(f"serve config: {config_path}")
+    changes = _config_changes(production, config)
+    # MUSICFN_HTTP_HOST / MUSICFN_HTTP_PORT, when set, replace the file's http_options.
+    http_host = settings.http_host if "http_host" in settings.model_fields_set else None
+    http_port = settings.http_port if "http_port" in settings.model_fields_set else None
+    http = production.get("http_options") or {}
+    changes += [f"http_options.{key}: {http.get(key)!r} -> {value!r} (MUSICFN_HTTP_"
+                f"{key.upper()})" for key, value in (("host", http_host), ("port", http_port))
+                if value is not None and value != http.get(key)]
+    print("overrides for this machine:" if changes else "overrides for this machine: none")
+    for change in changes:
+        print(f"  {change}")
+    print("deploying (Serve, then the application) ...")
+    base = deploy_config(config, http_host=http_host, http_port=http_port)
+    _print_deployments(config)
+    return base
+
+
+def _config_changes(before: Any, after: Any, where: str = "") -> list[str]:
+    """``path: old -> new`` for every leaf that differs between two config trees."""
+    if isinstance(before, Mapping) and isinstance(after, Mapping):
+        return [c for key in dict.fromkeys([*before, *after])
+                for c in _config_changes(before.get(key), after.get(key),
+                                        f"{where}.{key}" if where else str(key))]
+    if isinstance(before, list) and isinstance(after, list) and len(before) == len(after):
+        return [c for i, (b, a) in enumerate(zip(before, after, strict=True))
+                for c in _config_changes(b, a, f"{where}[{_label(a, i)}]")]
+    return [] if before == after else [f"{where}: {before!r} -> {after!r}"]
+
+
+def _label(item: Any, index: int) -> str:
+    return str(item["name"]) if isinstance(item, Mapping) and "name" in item else str(index)
+
+
+def _print_deployments(config: dict[str, Any]) -> None:
+    """Each deployment's live status and max_ongoing_requests, as Serve applied them."""
+    from ray import serve
+
+    from deployments.serve_config import deployment_configs
+
+    statuses = serve.status().applications
+    for app in config.get("applications") or []:
+        name = app.get("name", "default")
+        status = statuses.get(name)
+        print(f"application {name}: {status.status.value if status else 'unknown'}")
+        for dname, effective in deployment_configs(name).items():
+            dstatus = status.deployments.get(dname) if status else None
+            print(f"  {dname}: {dstatus.status.value if dstatus else 'unknown'}, "
+                  f"max_ongoing_requests {effective.get('max_ongoing_requests')}")
 
 
 def _stop_service() -> None:
@@ -149,4 +212,7 @@ def register(sub: Any) -> None:
     p.add_argument("--engine", choices=("auto", "audiocraft", "synth"), default="auto")
     p.add_argument("--model", default="facebook/musicgen-small",
                    help="MusicGen name or a local checkpoint directory")
+    p.add_argument("--config", type=Path, default=None, metavar="PATH",
+                   help="the Serve config to deploy (default: the repository's "
+                   "serve_config.yaml); only engine/model/device are adapted to this machine")
     p.set_defaults(func=cmd_run)

@@ -1,11 +1,11 @@
 """The generation pipeline: one job from a pending catalogue row to a stored, indexed track.
 
-    pending row → processing → generate (engine deployment) → normalise + analyse + encode
-    (Ray tasks) → put audio → put sidecar (commit) → completed row
+    generate (engine deployment) → normalise + analyse + encode (Ray tasks) → put audio →
+    put sidecar (commit) → completed row
 
-Any stage failing leaves the row ``failed`` with the stage, a code and a message; nothing
-half-written stays visible (the sidecar is the commit marker, see ``storage.tracks``).
-Transient storage errors are retried with backoff before the job gives up.
+The steps shared by generation jobs (``jobs.generation``), object uploads (``jobs.uploads``)
+and stored analyses. Nothing half-written stays visible (the sidecar is the commit marker, see
+``storage.tracks``); transient storage errors are retried with backoff.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from deployments.engines.requests import GenerationRequest, GenerationResult
+from engines.requests import GenerationRequest, GenerationResult
 from functions.pipeline import ClipOptions
 from functions.results import ProcessedClip
 from functions.tasks import submit_clip
@@ -79,84 +79,11 @@ def completed_sidecar(job: Sidecar, result: GenerationResult | None, clip: Proce
     })
 
 
-class GenerationPipeline:
-    """Runs jobs against an engine deployment handle and the catalogue owner actor."""
-
-    def __init__(self, engine: Any, catalogue: Any, tracks: TrackStore,
-                 settings: Settings) -> None:
-        self.engine = engine  # DeploymentHandle of MusicGenDeployment
-        self.catalogue = catalogue  # ActorHandle of storage.catalogue.Catalogue
-        self.tracks = tracks
-        self.settings = settings
-
-    async def submit(self, request: GenerationRequest, options: ClipOptions) -> Sidecar:
-        """Record a pending job (and the prompt's use); the caller runs it with ``run``."""
-        job = pending_job(request, options)
-        await self.catalogue.upsert.remote([job])
-        await self.catalogue.record_prompts.remote([request.prompt])
-        return job
-
-    async def run(self, job: Sidecar, request: GenerationRequest,
-                  options: ClipOptions) -> Sidecar:
-        """Run one job to ``completed`` or ``failed``; returns the final record."""
-        timings: dict[str, float] = {}
-        stage = "start"
-        try:
-            await self.catalogue.transition.remote(job.id, "processing")
-            stage = "generate"
-            result = await _timed(timings, "generate",
-                                  self.engine.generate.remote(request.model_copy(
-                                      update={"request_id": job.id})))
-            stage = "postprocess"
-            clip = await postprocess_clip(result.audio, result.sample_rate, options, timings)
-            stage = "upload"
-            return await store_track(self.tracks, self.catalogue, job, result, clip,
-                                     self.settings.generations_prefix, options, timings)
-        except Exception as exc:  # every failure ends as a failed row
-            return await self._fail(job, stage, exc)
-
-    async def store_upload(self, audio: Any, sample_rate: int, options: ClipOptions, *,
-                           filename: str) -> Sidecar:
-        """Normalise, analyse and encode uploaded audio and store it as a track (kind
-        ``upload``, under the processed prefix), with the same lifecycle as a generation."""
-        job = Sidecar(id=new_id(), kind="upload", status="pending", created_at=utc_now(),
-                      request={"filename": filename, "output": options.model_dump(mode="json")},
-                      versions={"musicfn": __version__})
-        await self.catalogue.upsert.remote([job])
-        timings: dict[str, float] = {}
-        stage = "start"
-        try:
-            await self.catalogue.transition.remote(job.id, "processing")
-            stage = "postprocess"
-            clip = await postprocess_clip(audio, sample_rate, options, timings)
-            stage = "upload"
-            return await store_track(self.tracks, self.catalogue, job, None, clip,
-                                     self.settings.processed_prefix, options, timings)
-        except Exception as exc:  # every failure ends as a failed row
-            return await self._fail(job, stage, exc)
-
-    async def _fail(self, job: Sidecar, stage: str, exc: BaseException) -> Sidecar:
-        original = original_error(exc)
-        if isinstance(original, MusicfnError):
-            error = ErrorInfo(code=original.code, message=original.message, stage=stage)
-        else:
-            log.exception("job %s failed in %s", job.id, stage, exc_info=original)
-            error = ErrorInfo(code="internal_error", stage=stage,
-                              message=f"{type(original).__name__} during {stage}")
-        try:
-            failed: Sidecar = await self.catalogue.transition.remote(job.id, "failed",
-                                                                     error=error)
-            return failed
-        except Exception:  # the catalogue itself is down: report, do not mask
-            log.exception("could not record failure of job %s", job.id)
-            return job.model_copy(update={"status": "failed", "error": error})
-
-
-async def store_track(tracks: TrackStore, catalogue: Any, job: Sidecar,
-                      result: GenerationResult | None, clip: ProcessedClip, prefix: str,
-                      options: ClipOptions, timings: dict[str, float]) -> Sidecar:
-    """Audio, then sidecar, into the bucket (transient errors retried); then the completed
-    row through the catalogue owner ``catalogue``. Returns the sidecar as stored."""
+async def write_track(tracks: TrackStore, job: Sidecar, result: GenerationResult | None,
+                      clip: ProcessedClip, prefix: str, options: ClipOptions,
+                      timings: dict[str, float]) -> Sidecar:
+    """Audio, then sidecar, into the bucket at the keys of ``job.id`` (transient errors
+    retried). Returns the sidecar as stored; indexing it is the caller's step."""
     key = tracks.new_key(prefix, job.id, options.encoding.format)
     # The sidecar records the stages before it; its own upload and indexing cannot be in it
     # (the catalogue row must equal the stored sidecar, for reindex).
@@ -164,10 +91,31 @@ async def store_track(tracks: TrackStore, catalogue: Any, job: Sidecar,
     started = time.perf_counter()
     stored = await _retry_transient(lambda: asyncio.to_thread(tracks.write, sidecar, clip.audio))
     metrics.record_stage("upload", time.perf_counter() - started)
+    return stored
+
+
+async def store_track(tracks: TrackStore, catalogue: Any, job: Sidecar,
+                      result: GenerationResult | None, clip: ProcessedClip, prefix: str,
+                      options: ClipOptions, timings: dict[str, float]) -> Sidecar:
+    """``write_track``, then the completed row through the catalogue owner ``catalogue``."""
+    stored = await write_track(tracks, job, result, clip, prefix, options, timings)
     started = time.perf_counter()
     await catalogue.complete.remote(stored)
     metrics.record_stage("index", time.perf_counter() - started)
     return stored
+
+
+def failed_sidecar(job: Sidecar, stage: str, exc: BaseException) -> Sidecar:
+    """``job`` as failed in ``stage``: the code and message of a musicfn error, or a generic
+    ``internal_error`` (logged with its traceback) for anything else."""
+    original = original_error(exc)
+    if isinstance(original, MusicfnError):
+        error = ErrorInfo(code=original.code, message=original.message, stage=stage)
+    else:
+        log.exception("job %s failed in %s", job.id, stage, exc_info=original)
+        error = ErrorInfo(code="internal_error", stage=stage,
+                          message=f"{type(original).__name__} during {stage}")
+    return job.model_copy(update={"status": "failed", "error": error})
 
 
 async def postprocess_clip(audio: Any, sample_rate: int, options: ClipOptions,
@@ -203,3 +151,20 @@ async def _retry_transient(call: Callable[[], Awaitable[T]]) -> T:
             log.warning("transient storage error, retrying in %.1f s: %s", delay, exc.message)
             await asyncio.sleep(delay)
     return await call()
+
+
+async def store_upload(tracks: TrackStore, catalogue: Any, settings: Settings, audio: Any,
+                       sample_rate: int, options: ClipOptions, *, filename: str) -> Sidecar:
+    """Normalise, analyse and encode uploaded audio and store it as a track (kind ``upload``,
+    under the processed prefix) for a caller that waits (``/v1/analyses?store=true``).
+
+    No row is written before the sidecar is stored, so a caller hanging up leaves at most an
+    orphan object (reported by ``musicfn verify``), never a row stuck ``pending``. Raises on
+    failure."""
+    job = Sidecar(id=new_id(), kind="upload", status="pending", created_at=utc_now(),
+                  request={"filename": filename, "output": options.model_dump(mode="json")},
+                  versions={"musicfn": __version__})
+    timings: dict[str, float] = {}
+    clip = await postprocess_clip(audio, sample_rate, options, timings)
+    return await store_track(tracks, catalogue, job, None, clip, settings.processed_prefix,
+                             options, timings)

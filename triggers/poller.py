@@ -1,11 +1,12 @@
 """The incoming/ poller: object-store triggers for stores without bucket notifications.
 
 Each poll lists the incoming prefix with ListObjectsV2 from a cursor kept in the catalogue
-(the last key handled), skips object versions that already have an event record, and feeds
-the rest to the event handler. The cursor only moves past keys whose events are recorded, so
-a restart resumes where the last run stopped without reprocessing. Keys that sort before the
-cursor (uploaded later under an "earlier" name) and anything a lost webhook missed are found
-by the periodic full reconciliation, which lists from the start.
+(the last key handled), skips object versions that already have an event record, and enqueues
+an event job for each of the rest (deduplicated by object version; runners process them).
+The cursor only moves past keys whose jobs are accepted, so a restart resumes where the last
+run stopped without reprocessing. Keys that sort before the cursor (uploaded later under an
+"earlier" name) and anything a lost webhook missed are found by the periodic full
+reconciliation, which lists from the start.
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from deployments.triggers.handler import EventHandler, EventResult
-from deployments.triggers.minio_events import ObjectEvent
+from jobs.model import EventPayload, ObjectEvent, dump
+from jobs.queue import JobQueue
 from musicfn.errors import MusicfnError
-from storage.objects import ObjectInfo
+from musicfn.settings import Settings
+from storage.keys import new_id
+from storage.objects import ObjectInfo, ObjectStore
 
 log = logging.getLogger(__name__)
 PAGE = 200
@@ -33,30 +36,28 @@ class PollReport(BaseModel):
 
     listed: int = 0
     known: int = 0
-    outcomes: dict[str, int] = {}
+    enqueued: int = 0
+    duplicate: int = 0
     cursor: str | None = None
     full: bool = False
-
-    def add(self, result: EventResult) -> None:
-        self.outcomes[result.outcome] = self.outcomes.get(result.outcome, 0) + 1
+    job_ids: list[str] = []
 
 
 class Poller:
-    """Lists incoming/ and hands new object versions to the handler."""
+    """Lists incoming/ and enqueues new object versions as event jobs."""
 
-    def __init__(self, handler: EventHandler, *, concurrency: int | None = None) -> None:
-        self.handler = handler
-        self.settings = handler.settings
-        self.catalogue = handler.catalogue
-        self.concurrency = concurrency or self.settings.event_concurrency
+    def __init__(self, queue: JobQueue, objects: ObjectStore, settings: Settings) -> None:
+        self.queue = queue
+        self.objects = objects
+        self.settings = settings
+        self.catalogue = queue.catalogue
         self.cursor_name = f"poller:{self.settings.bucket}/{self.settings.incoming_prefix}/"
 
-    async def poll_once(self, *, full: bool = False,
-                        on_result: Callable[[EventResult], None] | None = None) -> PollReport:
+    async def poll_once(self, *, full: bool = False) -> PollReport:
         """One pass: from the cursor, or from the start with ``full``."""
         start = None if full else await self.catalogue.get_cursor.remote(self.cursor_name)
         report = PollReport(full=full, cursor=start)
-        listing = self.handler.objects.list(f"{self.settings.incoming_prefix}/",
+        listing = self.objects.list(f"{self.settings.incoming_prefix}/",
                                             start_after=start, page_size=PAGE)
         while True:
             page = await asyncio.to_thread(_take, listing, PAGE)
@@ -67,26 +68,21 @@ class Poller:
                 self.settings.bucket, [(o.key, o.etag) for o in page])
             report.known += len(known)
             todo = [o for o in page if o.key not in known]
-            for result in await self._handle_all(todo):
-                report.add(result)
-                if on_result is not None:
-                    on_result(result)
-            # Every event of this page is recorded (a failure raised above): move past it.
+            for done in await self.queue.submit([self._job(o) for o in todo]):
+                report.enqueued += done.created
+                report.duplicate += not done.created
+                report.job_ids.append(done.job_id)
+            # Every event of this page is a job now (a failure raised above): move past it.
             last = page[-1].key
             if start is None or last > start:
                 await self.catalogue.set_cursor.remote(self.cursor_name, last)
                 report.cursor = last
 
-    async def _handle_all(self, infos: list[ObjectInfo]) -> list[EventResult]:
-        sem = asyncio.Semaphore(self.concurrency)
-
-        async def one(info: ObjectInfo) -> EventResult:
-            async with sem:
-                return await self.handler.handle(ObjectEvent(
-                    kind="created", bucket=self.settings.bucket, key=info.key,
-                    etag=info.etag, source="poller", event_time=info.last_modified))
-
-        return list(await asyncio.gather(*(one(i) for i in infos)))
+    def _job(self, info: ObjectInfo) -> Any:
+        event = ObjectEvent(kind="created", bucket=self.settings.bucket, key=info.key,
+                            etag=info.etag, source="poller", event_time=info.last_modified)
+        return self.queue.new_job(new_id(), "event", dump(EventPayload(event=event)),
+                                  dedupe_key=event.dedupe_key())
 
     async def run(self, *, stop: asyncio.Event | None = None,
                   on_report: Callable[[PollReport], None] | None = None) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from deployments.engines import seeding
-from deployments.engines.base import (
+from engines import seeding
+from engines.base import (
     EngineInfo,
     EngineSupports,
     GeneratedAudio,
@@ -27,8 +27,8 @@ from deployments.engines.base import (
     ProgressCallback,
     group_indices,
 )
-from deployments.engines.requests import KNOWN_MODELS
-from deployments.engines.tiny_model import is_model_dir
+from engines.requests import KNOWN_MODELS
+from engines.tiny_model import is_model_dir
 from musicfn.errors import (
     ConfigurationError,
     EngineError,

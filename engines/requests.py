@@ -20,11 +20,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_serializer,
     field_validator,
     model_validator,
 )
 
-from deployments.engines import theory
+from engines import theory
 from musicfn.errors import InvalidRequestError, LimitExceededError
 
 # Hugging Face ids audiocraft can load; anything else must be a local checkpoint directory.
@@ -92,6 +93,12 @@ class AudioInput(BaseModel):
         if not np.isfinite(arr).all():
             raise ValueError("audio contains NaN or infinite samples")
         return arr
+
+    @field_serializer("samples", when_used="json")
+    def _as_lists(self, v: np.ndarray) -> list[list[float]]:
+        # JSON (a job's payload in the catalogue) carries the samples as nested lists.
+        out: list[list[float]] = v.tolist()
+        return out
 
     @model_validator(mode="after")
     def _not_too_long(self) -> AudioInput:

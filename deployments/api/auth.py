@@ -7,6 +7,7 @@ leak how much of a guess was right.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 
 from fastapi import Request
 from pydantic import SecretStr
@@ -14,11 +15,13 @@ from pydantic import SecretStr
 from musicfn.errors import UnauthorizedError
 
 
-def _presented(request: Request) -> str | None:
-    key = request.headers.get("x-api-key")
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """The API key a request presents (``X-API-Key``, or ``Authorization: Bearer``);
+    ``headers`` with lower-case names."""
+    key = headers.get("x-api-key")
     if key:
         return key
-    auth = request.headers.get("authorization", "")
+    auth = headers.get("authorization", "")
     scheme, _, token = auth.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
@@ -35,7 +38,7 @@ def check_api_key(request: Request, api_key: SecretStr | None) -> None:
     (``X-API-Key: <key>`` or ``Authorization: Bearer <key>``)."""
     if api_key is None:
         return
-    if not secret_matches(_presented(request), api_key):
+    if not secret_matches(presented_key(request.headers), api_key):
         raise UnauthorizedError("missing or invalid API key (send X-API-Key or "
                                 "Authorization: Bearer)")
 

@@ -12,7 +12,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from deployments.engines.requests import AudioInput, GenerationParams
+from engines.requests import AudioInput, GenerationParams
 
 # Called with (request ids of the jobs concerned, fraction done in [0, 1]).
 ProgressCallback = Callable[[Sequence[str], float], None]

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from deployments.engines.base import GenerationJob
-from deployments.engines.requests import MAX_SEED, GenerationRequest
+from engines.base import GenerationJob
+from engines.requests import MAX_SEED, GenerationRequest
 
 # How each stem is named in a text prompt.
 STEM_PHRASES = {

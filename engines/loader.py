@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from deployments.engines.base import Engine
+from engines.base import Engine
 from musicfn.errors import ConfigurationError
 
 Device = Literal["auto", "cuda", "cpu"]
@@ -39,10 +39,10 @@ def parse_spec(data: EngineSpec | dict[str, object]) -> EngineSpec:
 def load_engine(spec: EngineSpec) -> Engine:
     """Build the engine ``spec`` describes (loads model weights for audiocraft)."""
     if spec.engine == "synth":
-        from deployments.engines.synth import SynthEngine
+        from engines.synth import SynthEngine
 
         return SynthEngine(max_duration_s=spec.max_duration_s)
-    from deployments.engines.audiocraft_engine import AudiocraftEngine
+    from engines.audiocraft_engine import AudiocraftEngine
 
     device = "cpu" if spec.device == "auto" else spec.device
     return AudiocraftEngine(spec.model, device=device, max_duration_s=spec.max_duration_s)

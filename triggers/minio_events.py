@@ -8,16 +8,13 @@ plain ``bucket/key``. Every source (webhook, poller, batch, replay) becomes an `
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
 from urllib.parse import unquote_plus
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from jobs.model import EventKind, ObjectEvent
 from musicfn.errors import MalformedPayloadError
 from musicfn.validation import validation_message
-from storage.dlq import EventSource
-
-EventKind = Literal["created", "removed"]
 
 
 class _Lenient(BaseModel):
@@ -54,20 +51,6 @@ class MinioNotification(_Lenient):
     event_name: str | None = Field(default=None, alias="EventName")
     key: str | None = Field(default=None, alias="Key")
     records: list[S3Record] = Field(alias="Records", max_length=1000)
-
-
-class ObjectEvent(BaseModel):
-    """"Look at this object": what every trigger source hands the event handler."""
-
-    model_config = ConfigDict(frozen=True)
-
-    kind: EventKind
-    bucket: str
-    key: str
-    etag: str | None = None
-    version_id: str = ""
-    source: EventSource
-    event_time: datetime | None = None
 
 
 def parse_notification(body: bytes) -> MinioNotification:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from deployments.engines.theory import Chord, Key, midi_to_hz, nearest_midi
+from engines.theory import Chord, Key, midi_to_hz, nearest_midi
 
 TWO_PI = 2.0 * np.pi
 

@@ -13,12 +13,12 @@ from typing import Any
 
 from ray import serve
 
-from deployments.triggers.handler import EventHandler
-from deployments.triggers.poller import Poller, PollReport
+from jobs.service import job_queue
 from musicfn.errors import ConfigurationError
 from musicfn.settings import Settings, get_settings
 from storage.catalogue_actor import catalogue_actor
 from storage.objects import ObjectStore
+from triggers.poller import Poller, PollReport
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class EventPoller:
                                     checkpoint_mb=self.settings.catalogue_checkpoint_mb,
                                     namespace=self.settings.ray_namespace,
                                     settings=self.settings)
-        self.poller = Poller(EventHandler(objects, catalogue, self.settings))
+        self.poller = Poller(job_queue(catalogue, self.settings), objects, self.settings)
         if self.settings.poller_enabled:
             self._thread = threading.Thread(target=self._main, name="poller", daemon=True)
             self._thread.start()

@@ -13,15 +13,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from deployments.engines.base import (
+from engines.base import (
     EngineInfo,
     EngineSupports,
     GeneratedAudio,
     GenerationJob,
     ProgressCallback,
 )
-from deployments.engines.synth_stems import PAN, VOICES, SongContext
-from deployments.engines.theory import Chord, Key, parse_chord, parse_key
+from engines.synth_stems import PAN, VOICES, SongContext
+from engines.theory import Chord, Key, parse_chord, parse_key
 from musicfn.errors import LimitExceededError, UnsupportedError
 
 ENGINE_NAME = "synth"

@@ -20,15 +20,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from deployments.pipeline import postprocess_clip, store_track
-from deployments.triggers.minio_events import ObjectEvent
 from functions.decode import DecodeLimits, decode_audio
 from functions.pipeline import ClipOptions
+from jobs.model import EventPayload, ObjectEvent
+from jobs.pipeline import postprocess_clip, store_track
+from jobs.runner import JobContext, JobEnd
 from musicfn import __version__, metrics
 from musicfn.errors import InputError, MusicfnError, ObjectNotFoundError, original_error
 from musicfn.logs import job_context
 from musicfn.settings import Settings
 from storage.catalogue_events import EventClaim, EventRecord
+from storage.catalogue_jobs import JobOutcome, JobRecord
 from storage.dlq import DeadLetter, DeadLetterQueue
 from storage.keys import id_timestamp, new_id, utc_now
 from storage.objects import ObjectInfo, ObjectStore
@@ -87,9 +89,12 @@ class EventHandler:
         self.settings = settings
         self.options = options or ClipOptions()
 
-    async def handle(self, event: ObjectEvent, *,
-                     letter: DeadLetter | None = None) -> EventResult:
+    async def handle(self, event: ObjectEvent, *, letter: DeadLetter | None = None,
+                     claimant: str | None = None) -> EventResult:
         """Handle one event; with ``letter`` it is a replay of that dead letter.
+
+        ``claimant`` (the job id) becomes the track id of a new claim; a claim already held
+        under it is this job's own from an earlier attempt, and is taken over at once.
 
         Never raises for a bad object; raises MusicfnError only when the event could not be
         recorded at all (store or catalogue down after retries): the caller redelivers.
@@ -110,7 +115,7 @@ class EventHandler:
             await self._record(info, version, "rejected", None, "not an audio file")
             return self._done(event, "rejected", etag=info.etag, reason="not an audio file")
         claim: EventClaim = await self.catalogue.claim_event.remote(
-            self.settings.bucket, info.key, info.etag, version, new_id(),
+            self.settings.bucket, info.key, info.etag, version, claimant or new_id(),
             stale_after_s=self.settings.event_claim_timeout_s,
             retry_failed=letter is not None)
         if not claim.claimed:
@@ -222,3 +227,40 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     log.error("unexpected error handling an event", exc_info=original)
     return ErrorInfo(code="internal_error", message=f"{type(original).__name__} while "
                      "processing the object", stage="event")
+
+
+class UploadWork:
+    """Event jobs: one object-store event through the handler (``jobs.runner.Work``)."""
+
+    def __init__(self, handler: EventHandler) -> None:
+        self.handler = handler
+
+    async def run(self, job: JobRecord, ctx: JobContext) -> JobEnd:
+        """Handle the event; its outcome (processed, duplicate, failed, ...) is the result.
+        Raises only when the event could not even be recorded (the runner retries)."""
+        payload = EventPayload.model_validate(job.payload)
+        letter = None
+        if payload.letter_id is not None:
+            letter = await asyncio.to_thread(self.handler.dlq.get, payload.letter_id)
+        result = await self.handler.handle(payload.event, letter=letter, claimant=job.id)
+        if letter is not None and result.outcome != "failed":
+            await asyncio.to_thread(self.handler.dlq.delete, letter.id)
+        return JobEnd("completed", result=result.model_dump(mode="json"))
+
+    async def discard(self, job: JobRecord) -> None:
+        """Nothing to discard: a processed upload is kept even if its job was canceled."""
+
+    async def exhausted(self, job: JobRecord) -> JobEnd:
+        """Out of attempts: the event goes to the dead-letter queue."""
+        event = EventPayload.model_validate(job.payload).event
+        error = ErrorInfo(code="interrupted", stage="event",
+                          message=f"processing was interrupted {job.attempts - 1} times")
+        letter = DeadLetter.new(bucket=event.bucket, key=event.key, etag=event.etag or "",
+                                version_id=event.version_id, source=event.source, error=error,
+                                attempts=job.attempts - 1, job_id=job.id)
+        await asyncio.to_thread(self.handler.dlq.put, letter)
+        return JobEnd("failed", error=error, result={"outcome": "failed",
+                                                     "dead_letter": letter.id})
+
+    async def ended(self, job: JobRecord, outcome: JobOutcome) -> None:
+        """No callbacks for events."""

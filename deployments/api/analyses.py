@@ -1,0 +1,49 @@
+"""``/v1/analyses``: analyse an uploaded file now, and optionally store it as a track.
+
+No ``from __future__ import annotations``: FastAPI resolves these annotations at import.
+"""
+
+import asyncio
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from deployments.api.deps import ServicesDep
+from deployments.api.generations import record
+from deployments.api.uploads import read_upload
+from functions.decode import DecodeLimits, decode_audio
+from functions.pipeline import ClipOptions
+from functions.tasks import analyze_task
+from jobs.pipeline import store_upload
+from storage.catalogue_jobs import JobView
+
+router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
+
+
+@router.post("", response_model=dict[str, Any],
+             openapi_extra={"requestBody": {"content": {
+                 "multipart/form-data": {"schema": {"type": "object", "properties": {
+                     "file": {"type": "string", "format": "binary"}}}},
+                 "application/octet-stream": {"schema": {"type": "string",
+                                                         "format": "binary"}}}}})
+async def analyze_upload(request: Request, services: ServicesDep, store: bool = False,
+                         preset: Literal["streaming", "podcast", "broadcast"] = "streaming"
+                         ) -> JSONResponse:
+    """Analyse an uploaded file (multipart field ``file``, or a raw audio body), capped at
+    MUSICFN_MAX_UPLOAD_BYTES (413 beyond). ``?store=true`` also stores a normalised copy as a
+    track (201 + Location)."""
+    settings = services.settings
+    data, filename = await read_upload(request, settings.max_upload_bytes)
+    decoded = await asyncio.to_thread(decode_audio, data, DecodeLimits.from_settings(settings))
+    options = ClipOptions(preset=preset)
+    refs: Any = analyze_task.remote(decoded.audio, decoded.sample_rate, None, options)
+    analysis = await refs[0]
+    body: dict[str, Any] = {"filename": filename, "analysis": analysis.model_dump(mode="json")}
+    if not store:
+        return JSONResponse(body)
+    track = await store_upload(services.tracks, services.catalogue, settings, decoded.audio,
+                               decoded.sample_rate, options, filename=filename)
+    body["track"] = (await record(services, JobView(track=track))).model_dump(mode="json")
+    return JSONResponse(body, status_code=201,
+                        headers={"Location": f"/v1/generations/{track.id}"})

@@ -1,0 +1,45 @@
+"""``/v1/batches``: process every object under an incoming/ prefix, as one job per object.
+
+No ``from __future__ import annotations``: FastAPI resolves these annotations at import.
+"""
+
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from deployments.api.deps import ServicesDep
+from deployments.api_models import BatchBody
+from jobs.batches import batch_job, batch_prefix, batch_progress, new_batch
+from musicfn.errors import MusicfnError, NotFoundError
+from storage.catalogue_events import BatchRecord
+from storage.catalogue_jobs import JobRecord
+from storage.keys import validate_id
+
+router = APIRouter(prefix="/v1/batches", tags=["batches"])
+
+
+@router.post("", status_code=202, response_model=BatchRecord)
+async def create_batch(body: BatchBody, services: ServicesDep) -> JSONResponse:
+    """Accept a batch over ``s3://<bucket>/incoming/<prefix>``: a job lists it and enqueues
+    one event job per object (202 + Location)."""
+    prefix = batch_prefix(body.source, services.settings)
+    batch = new_batch(body.source)
+    await services.catalogue.save_batch.remote(batch)
+    await services.queue.submit([batch_job(services.queue, batch, prefix)])
+    services.nudge_runners()
+    return JSONResponse(batch.model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/batches/{batch.id}"})
+
+
+@router.get("/{batch_id}", response_model=dict[str, Any])
+async def get_batch(batch_id: str, services: ServicesDep) -> dict[str, Any]:
+    """A batch's progress: total, processed, skipped, failed, status."""
+    try:
+        validate_id(batch_id)
+    except MusicfnError:
+        raise NotFoundError(f"no batch {batch_id!r}") from None
+    batch: BatchRecord = await services.catalogue.get_batch.remote(batch_id)
+    job: JobRecord | None = await services.catalogue.job.remote(batch_id)
+    items: list[JobRecord] = await services.catalogue.jobs_of.remote(batch_id)
+    return batch_progress(batch, job, items).model_dump(mode="json")

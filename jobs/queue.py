@@ -1,0 +1,90 @@
+"""A typed client of the job queue held by the catalogue owner actor.
+
+Every method is one call on the owner (``storage.catalogue_jobs.JobCatalogue``), awaited. The
+calls are Ray actor tasks: once sent, the owner runs them even if the awaiting coroutine is
+cancelled (a client hanging up), so "accepted" is decided by the owner, never half-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from jobs.model import GenerationPayload, dump
+from storage.catalogue_jobs import (
+    Enqueued,
+    HeartbeatReply,
+    JobOutcome,
+    JobRecord,
+    Lease,
+)
+from storage.sidecar import ErrorInfo, Sidecar
+
+
+class JobQueue:
+    """``await queue.enqueue(...)`` and friends, over the owner's ActorHandle."""
+
+    def __init__(self, catalogue: Any, *, max_attempts: int) -> None:
+        self.catalogue = catalogue  # ActorHandle of storage.catalogue_owner.CatalogueOwner
+        self.max_attempts = max_attempts
+
+    async def submit_generation(self, track: Sidecar, payload: GenerationPayload, *,
+                                max_depth: int,
+                                idempotency: tuple[str, str] | None = None) -> Enqueued:
+        """Accept a generation: its job and ``pending`` track row, in one transaction."""
+        job = JobRecord(id=track.id, kind="generation", payload=dump(payload),
+                        max_attempts=self.max_attempts, created_at=track.created_at)
+        # shield: a cancelled request must not stop us from learning the outcome in time to
+        # log it; the owner decides either way.
+        done: list[Enqueued] = await asyncio.shield(self.catalogue.enqueue.remote(
+            [job], tracks=[track], max_depth=max_depth, idempotency=idempotency))
+        return done[0]
+
+    async def submit(self, jobs: list[JobRecord], *,
+                     max_depth: int | None = None) -> list[Enqueued]:
+        """Accept jobs (events, batches) all or none; deduplicated by ``dedupe_key``."""
+        if not jobs:
+            return []
+        done: list[Enqueued] = await asyncio.shield(
+            self.catalogue.enqueue.remote(jobs, max_depth=max_depth))
+        return done
+
+    def new_job(self, job_id: str, kind: Any, payload: dict[str, Any], *,
+                parent_id: str | None = None, dedupe_key: str | None = None) -> JobRecord:
+        """A job record with this queue's attempt budget."""
+        return JobRecord(id=job_id, kind=kind, payload=payload, parent_id=parent_id,
+                         dedupe_key=dedupe_key, max_attempts=self.max_attempts)
+
+    async def lease(self, holder: str, limit: int, lease_s: float,
+                    kinds: list[str]) -> Lease:
+        lease: Lease = await self.catalogue.lease.remote(holder, limit, lease_s, kinds)
+        return lease
+
+    async def heartbeat(self, holder: str, progress: dict[str, float | None],
+                        lease_s: float) -> HeartbeatReply:
+        reply: HeartbeatReply = await self.catalogue.heartbeat.remote(holder, progress, lease_s)
+        return reply
+
+    async def finish(self, job_id: str, holder: str, outcome: JobOutcome, *,
+                     result: dict[str, Any] | None = None, error: ErrorInfo | None = None,
+                     track: Sidecar | None = None) -> JobOutcome | None:
+        done: JobOutcome | None = await self.catalogue.finish.remote(
+            job_id, holder, outcome, result=result, error=error, track=track)
+        return done
+
+    async def retry_later(self, job_id: str, holder: str, delay_s: float,
+                          error: ErrorInfo) -> bool:
+        ok: bool = await self.catalogue.retry_later.remote(job_id, holder, delay_s, error)
+        return ok
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        job: JobRecord = await self.catalogue.cancel.remote(job_id)
+        return job
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        job: JobRecord | None = await self.catalogue.job.remote(job_id)
+        return job
+
+    async def depth(self) -> int:
+        depth: int = await self.catalogue.queue_depth.remote()
+        return depth
