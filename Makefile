@@ -46,6 +46,7 @@ test: install browser
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports  # the layer contracts in .importlinter
 
 typecheck: install
 	$(BIN)/mypy musicfn storage functions deployments
