@@ -10,9 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from engines.requests import GenerationRequest, Limits, parse_request
 from functions.encode import EncodeOptions, PcmSubtype
+from functions.normalize import DEFAULT_PRESET, PresetName
 from functions.pipeline import ClipOptions
 from jobs.callbacks import EventFilter
-from storage.catalogue_jobs import JobView
+from storage.jobs_schema import JobView
 from storage.sidecar import Sidecar
 
 _BIT_DEPTHS: dict[int, PcmSubtype] = {16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}
@@ -25,7 +26,7 @@ class _Strict(BaseModel):
 class LoudnessBody(_Strict):
     """A preset, or an explicit target; an explicit value overrides the preset's."""
 
-    preset: Literal["streaming", "podcast", "broadcast"] | None = "streaming"
+    preset: PresetName | None = DEFAULT_PRESET
     target_lufs: float | None = Field(default=None, ge=-40, le=-5, allow_inf_nan=False)
     ceiling_dbtp: float | None = Field(default=None, ge=-12, le=0, allow_inf_nan=False)
 

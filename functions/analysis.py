@@ -11,6 +11,7 @@ import math
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from functions.audio import Audio, check_audio, lin_to_db, to_mono
 from functions.key import key_result
@@ -23,7 +24,9 @@ from functions.waveform import DEFAULT_BUCKETS, waveform_peaks
 
 _DR_FRAME_S = 0.05
 _ROLLOFF = 0.85
+_ROLLOFF_BLOCK = 32
 _SILENT = "silent: every sample is zero"
+_FLOAT32_SQUARE_FLOOR = 1e-18  # its square, 1e-36, is near float32's smallest normal
 
 
 def analyze(
@@ -86,7 +89,11 @@ def analyze(
 def _levels(audio: Audio, sample_rate: int) -> dict[str, object]:
     """Peak, RMS, crest factor and short-term dynamic range."""
     peak = sample_peak(audio)
-    power = (audio * audio).mean(axis=0)
+    if peak < _FLOAT32_SQUARE_FLOOR:
+        # Squares this small are subnormal (or zero) in float32: square in float64.
+        power = np.square(audio, dtype=np.float64).mean(axis=0)
+    else:
+        power = np.einsum("ij,ij->j", audio, audio) / np.float32(audio.shape[0])
     rms = math.sqrt(float(power.mean(dtype=np.float64)))
     if peak == 0.0:
         return {
@@ -135,8 +142,7 @@ def _spectral(spectrum: Spectrum) -> SpectralStats | None:
     first = (mag @ freqs) / totals
     second = (mag @ (freqs * freqs)) / totals
     bandwidth = np.sqrt(np.maximum(second - first * first, 0.0))
-    cumulative = np.cumsum(mag, axis=1)
-    rolloff_bin = np.argmax(cumulative >= _ROLLOFF * cumulative[:, -1:], axis=1)
+    rolloff_bin = _rolloff_bins(mag, _ROLLOFF)
     signal = spectrum.signal
     crossings = np.count_nonzero(np.signbit(signal[1:]) != np.signbit(signal[:-1]))
     return SpectralStats(
@@ -145,3 +151,27 @@ def _spectral(spectrum: Spectrum) -> SpectralStats | None:
         rolloff_hz=round(float(freqs[rolloff_bin].mean(dtype=np.float64)), 3),
         zero_crossing_rate=round(crossings / max(1, signal.shape[0] - 1), 6),
     )
+
+
+def _rolloff_bins(mag: npt.NDArray[np.float32], fraction: float) -> npt.NDArray[np.intp]:
+    """Per frame of ``mag`` (frames, bins), the first bin where the running sum of magnitude
+    reaches ``fraction`` of the frame's total.
+
+    A running sum over every bin costs more than the rest of the spectral features together:
+    sum blocks of 32 bins, find the block, and run the sum inside that block only.
+    """
+    frames, bins = mag.shape
+    blocks = -(-bins // _ROLLOFF_BLOCK)
+    padded = np.zeros((frames, blocks, _ROLLOFF_BLOCK), dtype=mag.dtype)
+    padded.reshape(frames, -1)[:, :bins] = mag
+    running = np.cumsum(padded.sum(axis=2), axis=1)
+    threshold = fraction * running[:, -1]
+    block = np.argmax(running >= threshold[:, None], axis=1)
+    rows = np.arange(frames)
+    before = np.where(block > 0, running[rows, np.maximum(block - 1, 0)], 0.0)
+    inside = before[:, None] + np.cumsum(padded[rows, block], axis=1)
+    reached = inside >= threshold[:, None]
+    # Summing in another order can leave the block's end a hair under the threshold.
+    within = np.where(reached.any(axis=1), np.argmax(reached, axis=1), _ROLLOFF_BLOCK - 1)
+    result: npt.NDArray[np.intp] = np.minimum(block * _ROLLOFF_BLOCK + within, bins - 1)
+    return result

@@ -19,13 +19,17 @@ MIN_CHANNELS = 1
 MAX_CHANNELS = 8
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
+# Float audio may exceed full scale, but by +120 dBFS the numbers are not sound any more (a
+# corrupt float WAV reads as 1e19): their squares and spectra would overflow float32.
+MAX_SAMPLE_MAGNITUDE = 2.0**20
 
 
 def check_audio(audio: npt.ArrayLike, sample_rate: int) -> Audio:
     """Validate ``audio`` and return it as a C-contiguous float32 ``(channels, samples)`` array.
 
     A 1-D array is taken as mono. Raises ``InvalidAudioError`` for a wrong shape, no samples or
-    NaN/Inf samples, and ``LimitExceededError`` for a channel count or rate outside the limits.
+    NaN/Inf samples or samples beyond ``MAX_SAMPLE_MAGNITUDE``, and ``LimitExceededError`` for a
+    channel count or rate outside the limits.
     The input is never modified; it is returned as is when it already has the right layout.
     """
     arr = np.asarray(audio)
@@ -45,14 +49,29 @@ def check_audio(audio: npt.ArrayLike, sample_rate: int) -> Audio:
     if frames == 0:
         raise InvalidAudioError("audio has no samples", code="empty_audio")
     out: Audio = np.ascontiguousarray(arr, dtype=np.float32)
-    # A NaN or Inf anywhere makes the float64 sum non-finite; finite float32 samples cannot
-    # overflow it. One pass, no temporary mask.
-    if not math.isfinite(float(np.sum(out, dtype=np.float64))):
-        bad = int(np.count_nonzero(~np.isfinite(out)))
-        raise InvalidAudioError(
-            f"audio contains {bad} NaN or infinite samples", code="non_finite_samples"
-        )
+    check_samples(out)
     return out
+
+
+def check_samples(audio: Audio, name: str = "audio") -> None:
+    """Raise ``InvalidAudioError`` if ``audio`` holds NaN, infinite or absurdly large samples
+    (over ``MAX_SAMPLE_MAGNITUDE``); ``name`` says what the message is about."""
+    if audio.size == 0:
+        return
+    # max and min propagate NaN and reach +-inf: two fast reductions, no temporary mask.
+    high, low = float(audio.max()), float(audio.min())
+    if not (math.isfinite(high) and math.isfinite(low)):
+        bad = int(np.count_nonzero(~np.isfinite(audio)))
+        raise InvalidAudioError(
+            f"{name} contains {bad} NaN or infinite samples", code="non_finite_samples"
+        )
+    peak = max(abs(high), abs(low))
+    if peak > MAX_SAMPLE_MAGNITUDE:
+        raise InvalidAudioError(
+            f"{name} has samples of magnitude {peak:.3g} ({20 * math.log10(peak):+.0f} dBFS); "
+            f"musicfn accepts up to {MAX_SAMPLE_MAGNITUDE:g} (+120 dBFS)",
+            code="samples_out_of_range",
+        )
 
 
 def check_format(channels: int, sample_rate: int) -> None:
@@ -72,7 +91,11 @@ def check_format(channels: int, sample_rate: int) -> None:
 
 def to_mono(audio: Audio) -> Audio:
     """Average the channels of a ``(channels, samples)`` array into one 1-D float32 array."""
-    mono: Audio = audio[0] if audio.shape[0] == 1 else audio.mean(axis=0, dtype=np.float32)
+    if audio.shape[0] == 1:
+        single: Audio = audio[0]
+        return single
+    mono: Audio = np.add.reduce(audio, axis=0)
+    mono *= np.float32(1.0 / audio.shape[0])
     return mono
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import soundfile as sf
 from pydantic import BaseModel, ConfigDict, Field
 
-from functions.audio import Audio, check_format
+from functions.audio import Audio, check_format, check_samples
 from functions.results import AudioInfo
 from musicfn.errors import InvalidAudioError, InvalidRequestError, LimitExceededError
 
@@ -68,8 +68,8 @@ def decode_audio(source: Source, limits: DecodeLimits | None = None) -> DecodedA
     """Decode ``source`` (encoded bytes or a file path) into float32 ``(channels, samples)``.
 
     Raises ``LimitExceededError`` (too many bytes, too long, channels or rate out of range),
-    ``InvalidAudioError`` (empty, truncated, corrupt, unsupported format, NaN/Inf samples) or
-    ``InvalidRequestError`` (a path that does not exist).
+    ``InvalidAudioError`` (empty, truncated, corrupt, unsupported format, NaN/Inf or absurdly
+    large samples) or ``InvalidRequestError`` (a path that does not exist).
     """
     limits = limits or DecodeLimits()
     name, size = _describe(source)
@@ -112,11 +112,8 @@ def decode_audio(source: Source, limits: DecodeLimits | None = None) -> DecodedA
             f"{name} is truncated: header promises {header_frames} frames, found {frames}",
             code="truncated_audio",
         )
-    if not np.isfinite(data).all():
-        raise InvalidAudioError(
-            f"{name} contains NaN or infinite samples", code="non_finite_samples"
-        )
     audio: Audio = np.ascontiguousarray(data.T)
+    check_samples(audio, name)
     info = AudioInfo(
         format=fmt,
         subtype=subtype,

@@ -1,4 +1,4 @@
-"""Mel and chroma filter banks and dB conversion, numerically as librosa's (numpy only).
+"""Mel filter bank and dB conversion, numerically as librosa's (numpy only).
 
 librosa's versions live in modules whose import pulls in numba and costs about two seconds in
 every fresh process; these few formulas do not need it. tests/test_functions_analysis.py checks
@@ -60,25 +60,6 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int = 128) -> Float32Ar
     weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
     result: Float32Array = weights.astype(np.float32)
     return result
-
-
-@lru_cache(maxsize=8)
-def chroma_filterbank(sample_rate: int, n_fft: int) -> Float32Array:
-    """``(12, 1 + n_fft // 2)`` chroma filters (A440, C first, octave weighting around C5)."""
-    n_chroma, centre_octave, octave_width = 12, 5.0, 2.0
-    frequencies = np.linspace(0, sample_rate, n_fft, endpoint=False)[1:]
-    bins = n_chroma * np.log2(frequencies / (440.0 / 16))
-    bins = np.concatenate(([bins[0] - 1.5 * n_chroma], bins))
-    widths = np.concatenate((np.maximum(bins[1:] - bins[:-1], 1.0), [1.0]))
-    distance = np.subtract.outer(bins, np.arange(n_chroma, dtype=np.float64)).T
-    half = np.round(n_chroma / 2)
-    distance = np.remainder(distance + half + 10 * n_chroma, n_chroma) - half
-    weights = np.exp(-0.5 * (2 * distance / widths[None, :]) ** 2)
-    norms = np.sqrt((weights**2).sum(axis=0, keepdims=True))
-    weights /= np.where(norms < np.finfo(np.float64).tiny, 1.0, norms)
-    weights *= np.exp(-0.5 * ((bins / n_chroma - centre_octave) / octave_width) ** 2)[None, :]
-    weights = np.roll(weights, -3, axis=0)  # start at C, not A
-    return np.ascontiguousarray(weights[:, : 1 + n_fft // 2], dtype=np.float32)
 
 
 def power_to_db(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from functions.analysis import analyze
 from functions.audio import Audio
 from functions.encode import EncodeOptions, encode
-from functions.normalize import normalize, resolve_preset
+from functions.normalize import DEFAULT_PRESET, normalize, resolve_levels
 from functions.results import (
     AnalysisResult,
     EncodeFacts,
@@ -24,12 +24,13 @@ from functions.waveform import DEFAULT_BUCKETS, MAX_BUCKETS
 class ClipOptions(BaseModel):
     """Everything the chain needs: loudness target, analysis detail, encoding.
 
-    ``target_lufs`` / ``ceiling_dbtp`` override the preset's values when given.
+    ``target_lufs`` / ``ceiling_dbtp`` override the preset's values when given; without a
+    preset they default to ``functions.normalize.DEFAULT_PRESET``'s.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    preset: str | None = "streaming"
+    preset: str | None = DEFAULT_PRESET
     target_lufs: float | None = None
     ceiling_dbtp: float | None = None
     waveform_buckets: int = Field(default=DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS)
@@ -38,15 +39,7 @@ class ClipOptions(BaseModel):
 
     def levels(self) -> tuple[float, float]:
         """``(target_lufs, ceiling_dbtp)`` after applying the preset and the overrides."""
-        target, ceiling = -16.0, -1.0
-        if self.preset is not None:
-            chosen = resolve_preset(self.preset)
-            target, ceiling = chosen.target_lufs, chosen.ceiling_dbtp
-        if self.target_lufs is not None:
-            target = self.target_lufs
-        if self.ceiling_dbtp is not None:
-            ceiling = self.ceiling_dbtp
-        return target, ceiling
+        return resolve_levels(self.preset, self.target_lufs, self.ceiling_dbtp)
 
 
 def run_normalize(

@@ -53,6 +53,10 @@ class NormalizeReport(_Result):
     skipped_reason: str | None = Field(
         default=None, description="why the audio passed through unchanged, if it did"
     )
+    off_target_reason: str | None = Field(
+        default=None,
+        description="why the measured output is more than 0.05 LU from the target, if it is",
+    )
 
 
 class TempoResult(_Result):
@@ -64,14 +68,24 @@ class TempoResult(_Result):
 
 
 class KeyResult(_Result):
-    """Global key estimate from chroma and key profiles."""
+    """Global key estimate: Temperley's probabilistic key model on per-frame pitch-class
+    presence (functions.key)."""
 
     tonic: str = Field(description="pitch class, sharps: C, C#, D, ... B")
     mode: Literal["major", "minor"]
     label: str = Field(description='e.g. "A minor"')
-    confidence: float = Field(ge=0, le=1)
+    confidence: float = Field(
+        ge=0,
+        le=1,
+        description="posterior probability of this key among the 24, one observation per "
+        "second of tonal audio: about 0.04 (1/24) for no evidence, near 1 for a clear key",
+    )
     correlation: float = Field(description="profile correlation of the chosen key")
-    runner_up: str = Field(description="the second most likely key")
+    runner_up: str = Field(description="the second most probable key")
+    runner_up_confidence: float = Field(ge=0, le=1, description="posterior of the runner-up")
+    tuning_cents: float = Field(
+        default=0.0, description="estimated offset of the clip's tuning from A440, in cents"
+    )
 
 
 class WaveformPeaks(_Result):

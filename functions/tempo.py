@@ -2,9 +2,10 @@
 
 The onset envelope is log-mel spectral flux (as librosa's) in four equally weighted sub-bands,
 computed from our STFT. The tempo is the lag of the strongest autocorrelation peak of the
-detrended envelope under a log-normal prior around 120 BPM, refined to a fraction of a frame
-using the peaks at 2x-4x that lag. The height of that peak (1 for a perfectly periodic pulse,
-near 0 for no pulse) is the confidence.
+detrended envelope under a log-normal prior around 120 BPM, moved to a faster metrical level
+when the pulse there is about as periodic (see ``_prefer_faster``), then refined to a fraction
+of a frame using the peaks at 2x-4x that lag. The height of that peak (1 for a perfectly
+periodic pulse, near 0 for no pulse) is the confidence.
 """
 
 from __future__ import annotations
@@ -28,7 +29,12 @@ _DETREND_S = 1.5
 _N_MELS = 128
 _BAND_EDGES_HZ = (0.0, 200.0, 800.0, 3000.0)  # lower edges of the onset sub-bands
 _SMOOTH_FRAMES = 1.0
-_FASTER_RATIO = 0.85
+# (division, share of the prior-weighted peak the faster level needs), tried in this order.
+# Binary subdivisions (eighth notes) are in most music without being the beat: halving needs
+# a near-full peak. Music without a ternary pulse has a negative autocorrelation a third of the
+# way to its beat (every binary clip and pattern we measured), so a clearly positive peak there,
+# half the main one, means the bar or half-bar was found and the beat is three times faster.
+_SUBDIVISIONS = ((2, 0.85), (3, 0.5))
 _STRONG_ONSET = 0.2  # share of the peak onset strength that marks music, not silence
 
 Float32Array = npt.NDArray[np.float32]
@@ -51,6 +57,8 @@ def onset_envelope(spectrum: Spectrum) -> Float32Array:
     A plain mean over mel bins lets broadband hits (snare, hats) drown the kick, and a backbeat
     then reads as half the tempo; weighting the bands equally keeps every beat in the pulse.
     """
+    if spectrum.power.shape[0] < 2:
+        return np.zeros(spectrum.power.shape[0], dtype=np.float32)
     mel = spectrum.power @ mel_filterbank(spectrum.sample_rate, N_FFT, _N_MELS).T  # (frames, mels)
     log_mel = power_to_db(mel, ref=float(mel.max()) if mel.max() > 0 else 1.0)
     flux = np.maximum(0.0, np.diff(log_mel, axis=0))
@@ -140,32 +148,43 @@ def _autocorrelation(x: Float32Array) -> Float64Array:
 
 
 def _prefer_faster(score: Float64Array, lag: int) -> int:
-    """Halve the lag while the prior-weighted peak is almost as strong at half the period.
+    """Divide the lag while the prior-weighted peak at ``lag / d`` is strong enough (see
+    ``_SUBDIVISIONS``).
 
     A steady pulse correlates at every multiple of its period, and near 85 / 170 BPM the prior
-    is no help; the fundamental is the shortest period with a near-full peak.
+    is no help; the beat is the shortest period with a peak as strong as its level requires.
     """
-    while lag >= 2:
-        half = lag // 2
-        lo = max(1, half - 1)
-        candidate = lo + int(np.argmax(score[lo : half + 2]))
-        if not np.isfinite(score[candidate]) or score[candidate] < _FASTER_RATIO * score[lag]:
-            break
-        lag = candidate
+    moved = True
+    while moved:
+        moved = False
+        for division, ratio in _SUBDIVISIONS:
+            if lag < 2 * division:
+                continue
+            lo = max(1, lag // division - 1)
+            hi = -(-lag // division) + 1
+            candidate = lo + int(np.argmax(score[lo : hi + 1]))
+            if np.isfinite(score[candidate]) and score[candidate] >= ratio * score[lag]:
+                lag, moved = candidate, True
+                break
     return lag
 
 
 def _refine_period(ac: Float64Array, lag: int) -> float:
     """Sub-frame beat period: parabolic peaks near k * lag, k = 1..4, divided by k.
 
-    Longer multiples pin the period down k times more finely; use the longest one found.
+    Longer multiples pin the period down k times more finely; use the longest one found. The
+    result stays within half a frame of ``lag``: refining must not jump to another peak when
+    the multiples of a short or loose pulse do not line up.
     """
     best = _parabolic_peak(ac, lag, 1)
     for k in (2, 3, 4):
         centre = round(best * k)
         if centre + k + 1 >= ac.shape[0]:
             break
-        best = _parabolic_peak(ac, centre, max(1, k // 2)) / k
+        refined = _parabolic_peak(ac, centre, max(1, k // 2)) / k
+        if abs(refined - lag) > 0.5:
+            break
+        best = refined
     return best
 
 

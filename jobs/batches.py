@@ -17,7 +17,7 @@ from jobs.runner import JobContext, JobEnd
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import Settings
 from storage.catalogue_events import BatchRecord
-from storage.catalogue_jobs import JobOutcome, JobRecord
+from storage.jobs_schema import JobOutcome, JobRecord
 from storage.keys import new_id, utc_now
 from storage.objects import ObjectStore
 from storage.sidecar import ErrorInfo

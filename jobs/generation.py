@@ -24,8 +24,8 @@ from jobs.runner import JobContext, JobEnd
 from musicfn import metrics
 from musicfn.errors import CatalogueError
 from musicfn.settings import Settings
-from storage.catalogue_jobs import JobOutcome, JobRecord
 from storage.dlq import DeadLetter, DeadLetterQueue
+from storage.jobs_schema import JobOutcome, JobRecord
 from storage.sidecar import ErrorInfo, Sidecar
 from storage.tracks import TrackStore
 

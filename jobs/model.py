@@ -48,6 +48,7 @@ class GenerationPayload(BaseModel):
     options: ClipOptions
     callback_url: str | None = None
     webhook_events_filter: list[EventFilter] | None = None
+    request_id: str | None = None  # the accepting request's X-Request-Id, for the job's logs
 
 
 class EventPayload(BaseModel):

@@ -11,7 +11,7 @@ import asyncio
 from typing import Any
 
 from jobs.model import GenerationPayload, dump
-from storage.catalogue_jobs import (
+from storage.jobs_schema import (
     Enqueued,
     HeartbeatReply,
     JobOutcome,

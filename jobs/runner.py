@@ -31,8 +31,8 @@ from typing import Any, Protocol
 from jobs.queue import JobQueue
 from musicfn import metrics
 from musicfn.errors import MusicfnError, original_error
-from musicfn.logs import job_context
-from storage.catalogue_jobs import JobOutcome, JobRecord
+from musicfn.logs import job_context, request_context
+from storage.jobs_schema import JobOutcome, JobRecord
 from storage.sidecar import ErrorInfo, Sidecar
 
 log = logging.getLogger(__name__)
@@ -198,7 +198,9 @@ class Runner:
     async def _execute(self, r: _Running) -> None:
         job = r.job
         work = self.work[job.kind]
-        with job_context(job.id):
+        request_id = job.payload.get("request_id")
+        traced = request_context(str(request_id)) if request_id else contextlib.nullcontext()
+        with job_context(job.id), traced:
             try:
                 try:
                     end = await work.run(job, r.ctx)

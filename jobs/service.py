@@ -13,8 +13,9 @@ from jobs.generation import GenerationWork
 from jobs.queue import JobQueue
 from jobs.runner import Runner, Work
 from jobs.uploads import EventHandler, UploadWork
+from jobs.webhook_signing import validate_secret
 from musicfn.settings import Settings
-from storage.catalogue_jobs import JobRecord
+from storage.jobs_schema import JobRecord
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
 
@@ -26,7 +27,12 @@ def job_queue(catalogue: Any, settings: Settings) -> JobQueue:
 
 def build_runner(settings: Settings, catalogue: Any, engine: Any | None, *,
                  concurrency: int | None = None) -> Runner:
-    """A runner for every job kind; without ``engine`` it runs events and batches only."""
+    """A runner for every job kind; without ``engine`` it runs events and batches only.
+
+    Raises ConfigurationError for a malformed ``MUSICFN_WEBHOOK_SECRET`` (at start, not at
+    the first callback)."""
+    if settings.webhook_secret is not None:
+        validate_secret(settings.webhook_secret.get_secret_value())
     objects = ObjectStore(settings)
     queue = job_queue(catalogue, settings)
     work: dict[str, Work] = {

@@ -30,8 +30,8 @@ from musicfn.errors import InputError, MusicfnError, ObjectNotFoundError, origin
 from musicfn.logs import job_context
 from musicfn.settings import Settings
 from storage.catalogue_events import EventClaim, EventRecord
-from storage.catalogue_jobs import JobOutcome, JobRecord
 from storage.dlq import DeadLetter, DeadLetterQueue
+from storage.jobs_schema import JobOutcome, JobRecord
 from storage.keys import id_timestamp, new_id, utc_now
 from storage.objects import ObjectInfo, ObjectStore
 from storage.sidecar import ErrorInfo, Sidecar, SourceRef

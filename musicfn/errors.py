@@ -10,6 +10,7 @@ the layer boundary that sees them. The HTTP layer maps classes to status codes i
     │   ├── LimitExceededError     over a configured limit (size, duration, length)
     │   ├── InvalidAudioError      undecodable / invalid audio
     │   ├── MalformedPayloadError  a body that is not the JSON document the route takes
+    │   ├── RequestTimeoutError    the request body did not arrive in time
     │   └── UnsupportedError       a feature the chosen engine or model does not offer
     ├── UnauthorizedError          missing or wrong credentials
     ├── NotFoundError              the thing asked for does not exist

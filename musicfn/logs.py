@@ -41,7 +41,8 @@ _REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("musicf
                                                                          default=None)
 
 # The loggers of musicfn's own packages; third-party loggers keep their configuration.
-PROJECT_LOGGERS = ("musicfn", "deployments", "functions", "storage")
+PROJECT_LOGGERS = ("musicfn", "deployments", "triggers", "jobs", "engines", "functions",
+                   "storage")
 _HANDLER_NAME = "musicfn-json"
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
     "message", "asctime", "taskName"}

@@ -87,6 +87,11 @@ class OwnerClient:
         page: TrackPage = self.call("list_tracks", query)
         return page
 
+    def stale_jobs(self, older_than_s: float) -> list[Any]:
+        """Unfinished jobs no runner takes care of (``JobCatalogue.stale_jobs``)."""
+        jobs: list[Any] = self.call("stale_jobs", older_than_s)
+        return jobs
+
     def close(self) -> None:
         """Disconnect from Ray if ``connect_owner`` connected for this client."""
         if self._shutdown_ray:

@@ -203,12 +203,16 @@ class EventLogMixin(CatalogueConnection):
         Raises ConflictError when the key was used with a different request body.
         """
         with self._lock, self._transaction():
-            row = self._one("SELECT body_sha256, track_id FROM idempotency_keys WHERE key = ?",
-                            [key])
-            if row is None:
-                self._con.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
-                                  [key, body_sha256, track_id, naive_utc(utc_now())])
-                return track_id
+            return self._claim_idempotency_key(key, body_sha256, track_id)
+
+    def _claim_idempotency_key(self, key: str, body_sha256: str, track_id: str) -> str:
+        """``claim_idempotency_key`` inside the caller's transaction (lock held)."""
+        row = self._one("SELECT body_sha256, track_id FROM idempotency_keys WHERE key = ?",
+                        [key])
+        if row is None:
+            self._con.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
+                              [key, body_sha256, track_id, naive_utc(utc_now())])
+            return track_id
         if row[0] != body_sha256:
             raise ConflictError(f"Idempotency-Key {key!r} was used with a different request",
                                 code="idempotency_key_reused")

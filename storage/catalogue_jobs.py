@@ -21,93 +21,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from datetime import datetime, timedelta
+from typing import Any
 
 from musicfn.errors import ConflictError, EngineOverloadedError, NotFoundError
 from storage.catalogue import Catalogue
 from storage.catalogue_schema import naive_utc
+from storage.jobs_schema import (
+    COLUMNS,
+    Enqueued,
+    HeartbeatReply,
+    JobOutcome,
+    JobRecord,
+    JobView,
+    Lease,
+    job_from_row,
+)
 from storage.keys import utc_now
 from storage.sidecar import ErrorInfo, Sidecar
-
-JobKind = Literal["generation", "event", "batch"]
-JobState = Literal["queued", "running", "done"]
-JobOutcome = Literal["completed", "failed", "canceled"]
-_COLUMNS = ("id, kind, parent_id, dedupe_key, payload, state, outcome, attempts, max_attempts, "
-            "lease_holder, lease_expires_at, not_before, cancel_requested, progress, result, "
-            "error, created_at, started_at, updated_at")
-
-
-class JobRecord(BaseModel):
-    """One job: what to run (``payload``), where it stands, and who holds it."""
-
-    id: str
-    kind: JobKind
-    parent_id: str | None = None
-    dedupe_key: str | None = None
-    payload: dict[str, Any] = Field(default_factory=dict)
-    state: JobState = "queued"
-    outcome: JobOutcome | None = None
-    attempts: int = 0
-    max_attempts: int = 3
-    lease_holder: str | None = None
-    lease_expires_at: datetime | None = None
-    not_before: datetime | None = None
-    cancel_requested: bool = False
-    progress: float | None = None
-    result: dict[str, Any] | None = None
-    error: ErrorInfo | None = None
-    created_at: datetime = Field(default_factory=utc_now)
-    started_at: datetime | None = None
-    updated_at: datetime | None = None
-
-
-class Enqueued(BaseModel):
-    """What ``enqueue`` did: the job now standing for the request, and whether it is new."""
-
-    job_id: str
-    created: bool
-
-
-class Lease(BaseModel):
-    """A runner's share of the queue: jobs to run, and jobs out of attempts to dead-letter."""
-
-    run: list[JobRecord] = Field(default_factory=list)
-    exhausted: list[JobRecord] = Field(default_factory=list)
-
-
-class JobView(BaseModel):
-    """A track with the live state of its job (progress, attempts, callbacks)."""
-
-    track: Sidecar
-    job: JobRecord | None = None
-
-
-class HeartbeatReply(BaseModel):
-    """Which of the runner's jobs it must stop: canceled, or no longer its own."""
-
-    cancel: list[str] = Field(default_factory=list)
-    lost: list[str] = Field(default_factory=list)
-
-
-def _aware(ts: Any) -> datetime | None:
-    return None if ts is None else ts.replace(tzinfo=UTC)
-
-
-def _job(row: Sequence[Any]) -> JobRecord:
-    (id_, kind, parent, dedupe, payload, state, outcome, attempts, max_attempts, holder,
-     expires, not_before, cancel, progress, result, error, created, started, updated) = row
-    return JobRecord(
-        id=id_, kind=kind, parent_id=parent, dedupe_key=dedupe, payload=json.loads(payload),
-        state=state, outcome=outcome, attempts=attempts, max_attempts=max_attempts,
-        lease_holder=holder, lease_expires_at=_aware(expires), not_before=_aware(not_before),
-        cancel_requested=cancel, progress=progress,
-        result=json.loads(result) if result else None,
-        error=ErrorInfo.model_validate_json(error) if error else None,
-        created_at=_aware(created) or utc_now(), started_at=_aware(started),
-        updated_at=_aware(updated))
 
 
 class JobCatalogue(Catalogue):
@@ -127,7 +58,7 @@ class JobCatalogue(Catalogue):
         now = naive_utc(utc_now())
         with self._lock, self._transaction():
             if idempotency is not None and jobs:
-                owner = self._idempotent_owner(*idempotency, jobs[0].id)
+                owner = self._claim_idempotency_key(*idempotency, jobs[0].id)
                 if owner != jobs[0].id:
                     return [Enqueued(job_id=owner, created=False)]
             out: list[Enqueued] = []
@@ -152,7 +83,7 @@ class JobCatalogue(Catalogue):
                         code="queue_full")
             for job in fresh:
                 self._con.execute(
-                    f"INSERT INTO jobs ({_COLUMNS}) VALUES "  # noqa: S608
+                    f"INSERT INTO jobs ({COLUMNS}) VALUES "  # noqa: S608
                     "(?, ?, ?, ?, ?, 'queued', NULL, 0, ?, NULL, NULL, ?, false, NULL, NULL, "
                     "NULL, ?, NULL, ?)",
                     [job.id, job.kind, job.parent_id, job.dedupe_key, json.dumps(job.payload),
@@ -170,16 +101,17 @@ class JobCatalogue(Catalogue):
         """Lease up to ``limit`` runnable jobs of ``kinds``, oldest first, for ``lease_s``."""
         now = utc_now()
         naive_now = naive_utc(now)
-        expires = naive_utc(now + timedelta(seconds=lease_s))
+        expires_at = now + timedelta(seconds=lease_s)
+        expires = naive_utc(expires_at)
         out = Lease()
         with self._lock, self._transaction():
             rows = self._con.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state <> 'done' AND not_before <= ? "  # noqa: S608
+                f"SELECT {COLUMNS} FROM jobs WHERE state <> 'done' AND not_before <= ? "  # noqa: S608
                 "AND (state = 'queued' OR lease_expires_at < ?) AND kind IN (SELECT unnest(?)) "
                 "ORDER BY created_at, id LIMIT ?",
                 [naive_now, naive_now, list(kinds), limit]).fetchall()
             for row in rows:
-                job = _job(row)
+                job = job_from_row(row)
                 if job.cancel_requested:  # its runner died while canceling: end it here
                     self._end(job, "canceled", None, None, naive_now)
                     continue
@@ -189,7 +121,7 @@ class JobCatalogue(Catalogue):
                     "updated_at = ? WHERE id = ?", [holder, expires, naive_now, naive_now, job.id])
                 leased = job.model_copy(update={
                     "state": "running", "lease_holder": holder, "attempts": job.attempts + 1,
-                    "lease_expires_at": _aware(expires)})
+                    "lease_expires_at": expires_at})
                 if leased.attempts > job.max_attempts:
                     out.exhausted.append(leased)
                     continue
@@ -238,10 +170,7 @@ class JobCatalogue(Catalogue):
         """
         now = naive_utc(utc_now())
         with self._lock, self._transaction():
-            row = self._one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
-            if row is None:
-                raise NotFoundError(f"no job {job_id}")
-            job = _job(row)
+            job = self._job_for_update(job_id)
             if job.state == "done":
                 return job.outcome if job.lease_holder == holder else None
             if job.lease_holder != holder:
@@ -272,10 +201,7 @@ class JobCatalogue(Catalogue):
         (its runner ends it). ConflictError for a finished job."""
         now = naive_utc(utc_now())
         with self._lock, self._transaction():
-            row = self._one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
-            if row is None:
-                raise NotFoundError(f"no job {job_id}")
-            job = _job(row)
+            job = self._job_for_update(job_id)
             if job.state == "done":
                 raise ConflictError(f"job {job_id} already ended {job.outcome}",
                                     code="job_finished")
@@ -299,11 +225,11 @@ class JobCatalogue(Catalogue):
         """A track and its job (None when there is no such track)."""
         with self._lock:
             doc = self._scalar("SELECT doc FROM tracks WHERE id = ?", [track_id])
-            row = self._one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?",  # noqa: S608
+            row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?",  # noqa: S608
                             [track_id])
         if doc is None:
             return None
-        return JobView(track=Sidecar.from_json(doc), job=None if row is None else _job(row))
+        return JobView(track=Sidecar.from_json(doc), job=None if row is None else job_from_row(row))
 
     def statuses(self, track_ids: Sequence[str]) -> dict[str, tuple[str, float | None]]:
         """(status, progress) of each known track, in one query (for watchers)."""
@@ -318,15 +244,15 @@ class JobCatalogue(Catalogue):
     def job(self, job_id: str) -> JobRecord | None:
         """One job, or None."""
         with self._lock:
-            row = self._one(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
-        return None if row is None else _job(row)
+            row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
+        return None if row is None else job_from_row(row)
 
     def jobs_of(self, parent_id: str) -> list[JobRecord]:
         """The jobs a batch (``parent_id``) spawned."""
         with self._lock:
-            rows = self._con.execute(f"SELECT {_COLUMNS} FROM jobs WHERE parent_id = ? "  # noqa: S608
+            rows = self._con.execute(f"SELECT {COLUMNS} FROM jobs WHERE parent_id = ? "  # noqa: S608
                                      "ORDER BY id", [parent_id]).fetchall()
-        return [_job(r) for r in rows]
+        return [job_from_row(r) for r in rows]
 
     def queue_depth(self) -> int:
         """Jobs queued or running, over every replica and runner."""
@@ -334,18 +260,27 @@ class JobCatalogue(Catalogue):
             return self._depth()
 
     def stale_jobs(self, older_than_s: float) -> list[JobRecord]:
-        """Unfinished jobs whose lease expired (or that were never leased) more than
-        ``older_than_s`` ago: what no runner is taking care of (for ``musicfn verify``)."""
-        cutoff = naive_utc(utc_now() - timedelta(seconds=older_than_s))
+        """Unfinished jobs no runner is taking care of (for ``musicfn verify``): running ones
+        whose lease expired more than ``older_than_s`` ago, and, when no lease is live at all
+        (no runner working), queued ones runnable for longer than that."""
+        now = utc_now()
+        cutoff = naive_utc(now - timedelta(seconds=older_than_s))
         with self._lock:
             rows = self._con.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE state <> 'done' AND "  # noqa: S608
-                "((state = 'queued' AND not_before < ?) OR "
-                "(state = 'running' AND lease_expires_at < ?)) ORDER BY id",
-                [cutoff, cutoff]).fetchall()
-        return [_job(r) for r in rows]
+                f"SELECT {COLUMNS} FROM jobs WHERE "  # noqa: S608
+                "(state = 'running' AND lease_expires_at < ?) OR "
+                "(state = 'queued' AND not_before < ? AND NOT EXISTS (SELECT 1 FROM jobs "
+                "WHERE state = 'running' AND lease_expires_at >= ?)) ORDER BY id",
+                [cutoff, cutoff, naive_utc(now)]).fetchall()
+        return [job_from_row(r) for r in rows]
 
     # -- internals (lock and transaction held) ---------------------------------------------
+
+    def _job_for_update(self, job_id: str) -> JobRecord:
+        row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
+        if row is None:
+            raise NotFoundError(f"no job {job_id}")
+        return job_from_row(row)
 
     def _scalar(self, sql: str, params: list[Any]) -> Any:
         row = self._one(sql, params)
@@ -389,26 +324,5 @@ class JobCatalogue(Catalogue):
             update["error"] = error
         self._put_track(current.model_copy(update=update))
 
-    def _idempotent_owner(self, key: str, body_sha256: str, job_id: str) -> str:
-        row = self._one("SELECT body_sha256, track_id FROM idempotency_keys WHERE key = ?",
-                        [key])
-        if row is None:
-            self._con.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
-                              [key, body_sha256, job_id, naive_utc(utc_now())])
-            return job_id
-        if row[0] != body_sha256:
-            raise ConflictError(f"Idempotency-Key {key!r} was used with a different request",
-                                code="idempotency_key_reused")
-        return str(row[1])
 
-
-__all__ = [
-    "Enqueued",
-    "HeartbeatReply",
-    "JobCatalogue",
-    "JobKind",
-    "JobOutcome",
-    "JobRecord",
-    "JobView",
-    "Lease",
-]
+__all__ = ["JobCatalogue"]

@@ -15,6 +15,8 @@ Catalogue side:
     row_mismatch        a row that differs from its track's sidecar (status or fields)
     row_without_objects a completed row whose track is not committed in the bucket
     duplicate_row       one id listed twice
+    stranded_job        a job no runner holds: its lease expired longer ago than the lease
+                        time plus one sweep, or it waits while no runner works at all
 
 Pending, processing and failed rows have no objects and are not problems. Problems whose
 newest timestamp (track id, object, completion) is within ``grace`` are reported apart as
@@ -41,7 +43,7 @@ from storage.sidecar import Sidecar
 
 ProblemKind = Literal[
     "orphan_audio", "dangling_sidecar", "invalid_sidecar", "invalid_key", "audio_mismatch",
-    "missing_row", "row_mismatch", "row_without_objects", "duplicate_row",
+    "missing_row", "row_mismatch", "row_without_objects", "duplicate_row", "stranded_job",
 ]
 _PAGE = 10_000
 
@@ -240,6 +242,12 @@ def verify(objects: ObjectStore, catalogue: CatalogueReader, settings: Settings,
             check.add("row_without_objects", "completed row, but its track is not committed "
                       "in the bucket", track_id=track_id, key=row.audio_key,
                       when=[row.completed_at])
+    stale_jobs = getattr(catalogue, "stale_jobs", None)  # a catalogue with a job queue
+    if stale_jobs is not None:
+        for job in stale_jobs(settings.job_lease_s + settings.job_poll_interval_s):
+            check.add("stranded_job", f"{job.kind} job {job.state} after {job.attempts} "
+                      "attempt(s) and no runner holds it", track_id=job.id,
+                      when=[job.updated_at])
     return VerifyReport(
         tracks=len(tracks), rows=len(rows),
         completed_rows=sum(1 for r in rows.values() if r.status == "completed"),

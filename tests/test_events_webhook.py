@@ -92,7 +92,7 @@ def test_probe_and_put_event_makes_one_indexed_track(env: dict[str, Any]) -> Non
     assert env["objects"].exists(track.audio_key)
     stored = Sidecar.from_json(env["objects"].get(track.audio_key.replace(".wav", ".json")))
     assert stored == track
-    assert track.summary.lufs is not None and abs(track.summary.lufs + 14.0) < 1.0
+    assert track.summary.lufs is not None and abs(track.summary.lufs + 16.0) < 1.0
 
 
 def test_same_event_five_times_is_processed_once(env: dict[str, Any]) -> None:

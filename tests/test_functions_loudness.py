@@ -8,8 +8,15 @@ import pytest
 import scipy.signal
 
 from functions.limiter import limit
-from functions.loudness import block_powers, integrated_lufs, loudness_range, measure_loudness
-from functions.normalize import PRESETS, normalize
+from functions.loudness import (
+    block_powers,
+    gain_for_loudness,
+    integrated_lufs,
+    loudness_range,
+    measure_loudness,
+)
+from functions.normalize import DEFAULT_PRESET, PRESETS, normalize, resolve_levels
+from functions.pipeline import ClipOptions
 from functions.truepeak import peak_envelope_above, sample_peak, true_peak
 from musicfn.errors import InvalidAudioError, InvalidRequestError
 from tests.functions_signals import sine
@@ -205,3 +212,66 @@ def test_read_only_input_is_not_modified() -> None:
     out, report = normalize(audio, SR, -9.0, -1.0)
     assert report.limiter_applied
     assert out is not audio
+
+
+def _gated_clip(quiet_lufs: float) -> np.ndarray:
+    """5 s of tone at about -60 LUFS, then 15 s at ``quiet_lufs`` (under the -70 LUFS gate)."""
+    loud = sine(1000, 5, SR, -60.0)
+    quiet = sine(1000, 15, SR, quiet_lufs)
+    return np.concatenate([loud, quiet], axis=1)
+
+
+def test_normalise_re_measures_past_the_absolute_gate() -> None:
+    """Regression (issue 13): a static gain lifts blocks that were under the -70 LUFS gate over
+    it, which changes the gated loudness; the gain must be solved against the gates and the
+    output measured again (pyloudnorm: the file used to land 2 LU short)."""
+    audio = _gated_clip(-75.0)
+    before = measure_loudness(audio, SR).integrated_lufs
+    assert before == pytest.approx(-60.0, abs=0.2)  # the quiet part is gated out
+    out, report = normalize(audio, SR, -16.0, -1.0)
+    measured = pyloudnorm.Meter(SR).integrated_loudness(out.T.astype(np.float64))
+    assert measured == pytest.approx(-16.0, abs=0.05)
+    assert report.after.integrated_lufs == pytest.approx(measured, abs=0.01)
+    assert report.off_target_reason is None and not report.limiter_applied
+    # The naive gain (target - before) would have let the quiet part in and missed.
+    naive = integrated_lufs(block_powers(audio, SR), 10 ** ((-16.0 - before) / 20))
+    assert naive is not None and naive < -16.5
+
+
+@pytest.mark.parametrize("target", [-40.0, -23.0, -16.0, -10.0])
+def test_gain_for_loudness_is_the_smallest_exact_gain(target: float) -> None:
+    powers = block_powers(_gated_clip(-72.0), SR)
+    gain_db = gain_for_loudness(powers, target)
+    assert gain_db is not None
+    assert integrated_lufs(powers, 10 ** (gain_db / 20)) == pytest.approx(target, abs=1e-6)
+    # No smaller gain reaches the target (scan in 0.05 dB steps below the answer).
+    below = np.arange(gain_db - 30.0, gain_db - 0.05, 0.05)
+    reached = [integrated_lufs(powers, 10 ** (g / 20)) for g in below]
+    assert all(r is None or r < target for r in reached)
+
+
+def test_every_branch_lands_within_0_05_lu_or_says_why() -> None:
+    for audio, target, ceiling in [
+        (sine(1000, 10, SR, -30), -16.0, -1.0),  # static gain
+        (_music_like(10, seed=3), -12.0, -1.0),  # limiter
+        (_music_like(10, seed=4), -20.0, -1.0),  # static, attenuating
+    ]:
+        out, report = normalize(audio, SR, target, ceiling)
+        assert report.off_target_reason is None
+        assert measure_loudness(out, SR).integrated_lufs == pytest.approx(target, abs=0.05)
+    # A -5 LUFS target under a -20 dBTP ceiling cannot be met: the report says why.
+    out, report = normalize(_music_like(6, seed=5), SR, -5.0, -20.0)
+    assert report.off_target_reason is not None and "ceiling" in report.off_target_reason
+    assert _dbtp(out) <= -20.0
+
+
+def test_default_levels_come_from_the_default_preset() -> None:
+    default = PRESETS[DEFAULT_PRESET]
+    assert (default.target_lufs, default.ceiling_dbtp) == (-16.0, -1.0)
+    assert resolve_levels(None) == (-16.0, -1.0)
+    assert resolve_levels("broadcast", ceiling=-2.0) == (-23.0, -2.0)
+    assert ClipOptions().preset == DEFAULT_PRESET
+    assert ClipOptions().levels() == (-16.0, -1.0)
+    assert ClipOptions(preset=None, target_lufs=-20.0).levels() == (-20.0, -1.0)
+    _, report = normalize(sine(1000, 3, SR, -30), SR)
+    assert (report.target_lufs, report.ceiling_dbtp) == (-16.0, -1.0)

@@ -178,23 +178,31 @@ def test_unauthenticated_and_slow_clients_never_stall_the_front_door(make_app: A
     base = str(app.client.base_url).rstrip("/")
     host, port = base.removeprefix("http://").split("/", 1)[0].split(":")
     path = "/" + base.removeprefix("http://").split("/", 1)[1] + "/v1/generations"
+    app.hold()  # jobs stay unfinished: every ?wait= poll below waits its full time
+    job = httpx.post(f"{base}/v1/generations", headers=auth, timeout=30,
+                     json={"prompt": "door", "duration_s": 1.0, "engine": "synth"}).json()["id"]
     socks = []
     for _ in range(20):  # strangers announcing 1 MB and trickling it
         s = socket.create_connection((host, int(port)), timeout=10)
         s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json"
                   "\r\nContent-Length: 1000000\r\n\r\n{".encode())
         socks.append(s)
-    pollers = [threading.Thread(target=lambda: httpx.get(
-        f"{base}/v1/generations", headers=auth, timeout=30)) for _ in range(5)]
-    for t in pollers:
+    waits = [threading.Thread(target=lambda i=i: httpx.post(
+        f"{base}/v1/generations", params={"wait": 20}, headers=auth, timeout=60,
+        json={"prompt": "door", "duration_s": 1.0, "engine": "synth", "seed": i}))
+        for i in range(20)]
+    for t in waits:
         t.start()
     try:
         for s in socks:  # refused on the headers alone: 401 without reading the body
             s.settimeout(10)
             head = s.recv(4096).decode(errors="replace")
             assert head.startswith("HTTP/1.1 401"), head[:200]
-        for _ in range(10):
+        time.sleep(1.0)  # the ?wait= polls are all in flight now
+        for _ in range(10):  # the front door still answers at once (5 s is a deadline)
             assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            r = httpx.get(f"{base}/v1/generations/{job}", headers=auth, timeout=5)
+            assert r.status_code == 200 and r.json()["status"] in ("pending", "processing")
         # An authenticated sender that stalls gets 408 once the body deadline passes.
         with socket.create_connection((host, int(port)), timeout=15) as s:
             s.sendall(f"POST {path} HTTP/1.1\r\nHost: {host}\r\nX-API-Key: {API_KEY}\r\n"
@@ -210,5 +218,70 @@ def test_unauthenticated_and_slow_clients_never_stall_the_front_door(make_app: A
     finally:
         for s in socks:
             s.close()
-        for t in pollers:
+        app.release()
+        for t in waits:
             t.join()
+
+
+def test_scaling_the_ingress_and_redeploying_under_load_loses_nothing(
+        serve_url: str, s3_server: EmbeddedS3, tmp_path: Path) -> None:
+    from ray import serve
+
+    from deployments.ingress import Ingress
+    from deployments.musicgen import build_app as build_musicgen
+    from deployments.runner import JobRunner
+    from storage.objects import ObjectStore
+
+    settings = app_settings(make_settings, s3_server, tmp_path, job_lease_s=3.0,
+                            job_poll_interval_s=0.5)
+    name = "d-scale"
+
+    def deploy_with(replicas: int, body_timeout_s: float) -> None:
+        cfg = settings.model_copy(update={"request_body_timeout_s": body_timeout_s})
+        engine = build_musicgen({"engine": "synth", "device": "cpu", "num_cpus": 0,
+                                 "batch_wait_timeout_s": 0.01})
+        runner: Any = JobRunner
+        ingress: Any = Ingress
+        app = ingress.options(num_replicas=replicas).bind(
+            engine, runner.bind(engine, settings=cfg.model_dump()), default_model="synth",
+            settings=cfg.model_dump())
+        serve.run(app, name=name, route_prefix=f"/{name}")
+
+    deploy_with(2, 10.0)
+    client = httpx.Client(base_url=f"{serve_url}/{name}", timeout=30)
+    app = App(name, client, settings, tmp_path, ObjectStore(settings))
+    accepted: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                r = app.post(seed=i, duration_s=1.0)
+            except httpx.HTTPError:  # a replica going away mid-request: not accepted
+                continue
+            if r.status_code == 202:
+                accepted.append(r.json()["id"])
+
+    loaders = [threading.Thread(target=load) for _ in range(3)]
+    for t in loaders:
+        t.start()
+    try:
+        time.sleep(3)
+        deploy_with(1, 10.0)  # scale down 2 -> 1 (what the autoscaler or dashboard does)
+        time.sleep(3)
+        deploy_with(1, 11.0)  # a redeploy with new settings: every replica restarts
+        time.sleep(3)
+    finally:
+        stop.set()
+        for t in loaders:
+            t.join()
+    try:
+        assert len(accepted) > 10
+        done = app.wait_final(accepted, timeout_s=240)
+        assert {r["status"] for r in done.values()} == {"completed"}
+        assert_nothing_lost(app)
+    finally:
+        client.close()
+        teardown(app)

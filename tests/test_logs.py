@@ -128,15 +128,15 @@ def test_job_id_in_ingress_and_storage_lines(api: httpx.Client) -> None:
     while True:
         lines = _session_log_lines(job_id)
         by_logger = {e["logger"]: e for e in lines if e.get("job_id") == job_id}
-        if {"deployments.ingress", "storage.objects"} <= by_logger.keys():
+        if {"deployments.api.generations", "storage.objects"} <= by_logger.keys():
             break
         assert time.monotonic() < deadline, f"JSON lines of job {job_id}: {lines}"
         time.sleep(1)
-    accepted = by_logger["deployments.ingress"]
+    accepted = by_logger["deployments.api.generations"]
     assert accepted["message"].startswith("job accepted") and accepted["level"] == "INFO"
     assert accepted["request_id"] == request_id
     stored = [e for e in lines if e["logger"] == "storage.objects"]
-    # The job's task (started by the request) wrote audio then sidecar, both with its ids.
+    # The job's runner wrote audio then sidecar, both with the job's and the request's ids.
     assert [e["message"].rsplit(".", 1)[-1].split()[0] for e in stored] == ["wav", "json"]
     assert all(e["job_id"] == job_id and e["request_id"] == request_id for e in stored)
     assert all(job_id in e["message"] for e in stored)

@@ -55,7 +55,8 @@ def traffic(deployed: dict[str, Any]) -> dict[str, Any]:
     assert gone.status_code in (404, 500, 503), gone.text
     workers = {name: {r["worker_id"] for r in reps}
                for name, reps in deployed["replicas"].items()}
-    return {"record": rec, "ingress": workers["Ingress"], "engine": workers["MusicGen"]}
+    return {"record": rec, "ingress": workers["Ingress"], "engine": workers["MusicGen"],
+            "runner": workers["JobRunner"]}
 
 
 def _url() -> str:
@@ -121,9 +122,9 @@ def test_s3_errors(traffic: dict[str, Any]) -> None:
 
 
 def test_stage_histograms(traffic: dict[str, Any]) -> None:
-    ingress = traffic["ingress"]
+    runner = traffic["runner"]  # jobs run in the JobRunner, not in the ingress
     wait_for_samples(_url(), lambda samples: [] if total(
-        samples, "ray_musicfn_stage_seconds_count", ingress, stage="generate") >= 1
+        samples, "ray_musicfn_stage_seconds_count", runner, stage="generate") >= 1
         else ["stage generate"])
 
 

@@ -222,11 +222,17 @@ def test_replicas_and_limits_change_live(cluster: Cluster, s3_server: EmbeddedS3
                       for e in _applied_configs(cluster, first["pid"])):
             assert time.monotonic() < deadline, _applied_configs(cluster, first["pid"])
             time.sleep(1)
-        # ... and requests over it fail at the engine, on whichever replica they land.
-        for _ in range(3):
-            rec = _generate(api, 5.0)
-            assert rec["status"] == "failed", rec
-            assert rec["record"]["error"]["code"] == "duration_limit", rec["record"]["error"]
+        # ... and the ingress applies the same live limit (its one owner is this user_config):
+        # within its few-second cache, requests over it are refused before any job exists.
+        deadline = time.monotonic() + 60
+        while True:
+            r = api.post("/v1/generations", params={"wait": 120},
+                         json={"prompt": "scaling test", "duration_s": 5.0, "engine": "synth"})
+            if r.status_code >= 400:
+                break
+            assert time.monotonic() < deadline, r.text
+            time.sleep(1)
+        assert r.json()["code"] == "duration_limit", r.text
         assert _generate(api, 2.0)["status"] == "completed"
     # Still the same process: reconfigured, never restarted.
     final = {x["replica_id"]: x["pid"] for x in _wait_replicas(cluster, 2)}

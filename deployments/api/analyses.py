@@ -4,7 +4,7 @@ No ``from __future__ import annotations``: FastAPI resolves these annotations at
 """
 
 import asyncio
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -13,10 +13,11 @@ from deployments.api.deps import ServicesDep
 from deployments.api.generations import record
 from deployments.api.uploads import read_upload
 from functions.decode import DecodeLimits, decode_audio
+from functions.normalize import DEFAULT_PRESET, PresetName
 from functions.pipeline import ClipOptions
 from functions.tasks import analyze_task
 from jobs.pipeline import store_upload
-from storage.catalogue_jobs import JobView
+from storage.jobs_schema import JobView
 
 router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 
@@ -28,8 +29,7 @@ router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
                  "application/octet-stream": {"schema": {"type": "string",
                                                          "format": "binary"}}}}})
 async def analyze_upload(request: Request, services: ServicesDep, store: bool = False,
-                         preset: Literal["streaming", "podcast", "broadcast"] = "streaming"
-                         ) -> JSONResponse:
+                         preset: PresetName = DEFAULT_PRESET) -> JSONResponse:
     """Analyse an uploaded file (multipart field ``file``, or a raw audio body), capped at
     MUSICFN_MAX_UPLOAD_BYTES (413 beyond). ``?store=true`` also stores a normalised copy as a
     track (201 + Location)."""

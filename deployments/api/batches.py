@@ -13,7 +13,7 @@ from deployments.api_models import BatchBody
 from jobs.batches import batch_job, batch_prefix, batch_progress, new_batch
 from musicfn.errors import MusicfnError, NotFoundError
 from storage.catalogue_events import BatchRecord
-from storage.catalogue_jobs import JobRecord
+from storage.jobs_schema import JobRecord
 from storage.keys import validate_id
 
 router = APIRouter(prefix="/v1/batches", tags=["batches"])

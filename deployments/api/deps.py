@@ -21,7 +21,7 @@ from engines.requests import Limits
 from jobs.queue import JobQueue
 from musicfn.errors import ConfigurationError, MusicfnError, NotFoundError
 from musicfn.settings import Settings
-from storage.catalogue_jobs import JobView
+from storage.jobs_schema import JobView
 from storage.keys import validate_id
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore

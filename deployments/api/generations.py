@@ -22,9 +22,9 @@ from jobs.callbacks import validate_callback_url
 from jobs.model import GenerationPayload
 from jobs.pipeline import pending_job
 from musicfn.errors import ConflictError, InvalidRequestError, NotFoundError
-from musicfn.logs import bind_job_id
-from storage.catalogue_jobs import JobView
+from musicfn.logs import bind_job_id, current_request_id
 from storage.catalogue_queries import TrackQuery
+from storage.jobs_schema import JobView
 from storage.sidecar import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,8 @@ async def create_generation(
     options = body.clip_options()
     track = pending_job(gen, options)
     payload = GenerationPayload(request=gen, options=options, callback_url=body.callback_url,
-                                webhook_events_filter=body.webhook_events_filter)
+                                webhook_events_filter=body.webhook_events_filter,
+                                request_id=current_request_id())
     idempotency = None if idempotency_key is None else (idempotency_key, body.fingerprint())
     accepted = await services.queue.submit_generation(
         track, payload, max_depth=limits.max_pending_jobs, idempotency=idempotency)

@@ -172,7 +172,7 @@ export function bodyFromRecord(record, seed) {
   for (const name of ["top_k", "top_p", "temperature", "cfg_coef"]) {
     if (typeof params[name] === "number") body[name] = params[name];
   }
-  // All three, nulls included: an absent preset would default to "streaming".
+  // All three, nulls included: an absent preset would mean the server's default ("podcast").
   body.loudness = { preset: out.preset ?? null, target_lufs: out.target_lufs ?? null,
                     ceiling_dbtp: out.ceiling_dbtp ?? null };
   const enc = out.encoding || {};

@@ -10,8 +10,9 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, get_args
 
+from functions.normalize import DEFAULT_PRESET, PresetName
 from musicfn.errors import InvalidRequestError
 
 if TYPE_CHECKING:
@@ -55,8 +56,9 @@ def register(subparsers: Any) -> None:
     normalize.add_argument("output", type=Path, metavar="OUT")
     normalize.add_argument(
         "--preset",
-        choices=("streaming", "podcast", "broadcast"),
-        help="streaming -14 LUFS, podcast -16, broadcast -23 (all -1 dBTP)",
+        choices=get_args(PresetName),
+        help=f"streaming -14 LUFS, podcast -16, broadcast -23 (all -1 dBTP); default "
+        f"{DEFAULT_PRESET}",
     )
     normalize.add_argument(
         "--target",

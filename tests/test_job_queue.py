@@ -1,0 +1,108 @@
+"""The job queue in the catalogue (a real DuckDB file): accept, lease, heartbeat, finish once,
+cancel, re-drive after a lost lease, exhaustion, and what ``musicfn verify`` calls stranded."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from musicfn.errors import ConflictError, EngineOverloadedError
+from musicfn.settings import Settings
+from storage.catalogue_jobs import JobCatalogue
+from storage.jobs_schema import JobRecord
+from storage.keys import new_id, utc_now
+from storage.objects import ObjectStore
+from storage.sidecar import ErrorInfo, Sidecar
+from storage.verify import verify
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> JobCatalogue:
+    return JobCatalogue(tmp_path / "jobs.duckdb")
+
+
+def generation(max_attempts: int = 3) -> tuple[JobRecord, Sidecar]:
+    track = Sidecar(id=new_id(), kind="generation", status="pending", created_at=utc_now(),
+                    prompt="a test prompt")
+    return JobRecord(id=track.id, kind="generation", max_attempts=max_attempts), track
+
+
+def test_accept_is_atomic_with_depth_dedupe_and_idempotency(queue: JobCatalogue) -> None:
+    jobs = [generation() for _ in range(3)]
+    done = queue.enqueue([j for j, _ in jobs[:2]], tracks=[t for _, t in jobs[:2]], max_depth=2)
+    assert [d.created for d in done] == [True, True]
+    assert queue.get(jobs[0][1].id).status == "pending"  # type: ignore[union-attr]
+    with pytest.raises(EngineOverloadedError):  # full: nothing of the third is written
+        queue.enqueue([jobs[2][0]], tracks=[jobs[2][1]], max_depth=2)
+    assert queue.get(jobs[2][1].id) is None and queue.job(jobs[2][1].id) is None
+    events = [JobRecord(id=new_id(), kind="event", dedupe_key="bucket/k\netag\n")
+              for _ in range(2)]
+    first, second = queue.enqueue(events)
+    assert first.created and not second.created and second.job_id == first.job_id
+    assert queue.queue_depth() == 3
+    a, b = generation(), generation()
+    owner = queue.enqueue([a[0]], tracks=[a[1]], idempotency=("key-1", "sha-a"))[0]
+    again = queue.enqueue([b[0]], tracks=[b[1]], idempotency=("key-1", "sha-a"))[0]
+    assert (again.job_id, again.created) == (owner.job_id, False)
+    with pytest.raises(ConflictError):
+        queue.enqueue([b[0]], tracks=[b[1]], idempotency=("key-1", "sha-b"))
+    assert queue.stats().top_prompts == [("a test prompt", 3)]
+
+
+def test_lost_lease_is_re_driven_and_only_the_holder_finishes(queue: JobCatalogue) -> None:
+    job, track = generation()
+    queue.enqueue([job], tracks=[track])
+    [leased] = queue.lease("runner-a", 10, lease_s=0.3).run
+    assert leased.attempts == 1 and queue.get(track.id).status == "processing"  # type: ignore[union-attr]
+    assert queue.lease("runner-b", 10, lease_s=0.3).run == []  # held
+    time.sleep(0.4)  # runner-a died: no heartbeat
+    [again] = queue.lease("runner-b", 10, lease_s=30).run
+    assert again.attempts == 2
+    assert queue.heartbeat("runner-a", {job.id: 0.5}, 30).lost == [job.id]
+    assert queue.finish(job.id, "runner-a", "completed") is None  # not its job any more
+    done = track.model_copy(update={"status": "completed", "completed_at": utc_now()})
+    assert queue.finish(job.id, "runner-b", "completed", track=done) == "completed"
+    assert queue.get(track.id) == done and queue.queue_depth() == 0
+
+
+def test_out_of_attempts_comes_back_exhausted(queue: JobCatalogue) -> None:
+    job, track = generation(max_attempts=1)
+    queue.enqueue([job], tracks=[track])
+    assert len(queue.lease("a", 1, lease_s=0.1).run) == 1
+    time.sleep(0.2)
+    lease = queue.lease("b", 1, lease_s=30)
+    assert lease.run == [] and [j.id for j in lease.exhausted] == [job.id]
+    error = ErrorInfo(code="interrupted", message="gave up")
+    assert queue.finish(job.id, "b", "failed", error=error) == "failed"
+    row = queue.get(track.id)
+    assert row is not None and row.status == "failed" and row.error == error
+
+
+def test_cancel_queued_running_and_finished(queue: JobCatalogue) -> None:
+    (a, ta), (b, tb) = generation(), generation()
+    queue.enqueue([a, b], tracks=[ta, tb])
+    queue.lease("r", 1, lease_s=30)  # a runs, b waits
+    assert queue.cancel(b.id).outcome == "canceled"
+    assert queue.get(tb.id).status == "canceled"  # type: ignore[union-attr]
+    assert queue.cancel(a.id).cancel_requested
+    assert queue.heartbeat("r", {a.id: None}, 30).cancel == [a.id]
+    # Whatever the runner reports, a job whose cancel was requested ends canceled.
+    assert queue.finish(a.id, "r", "completed") == "canceled"
+    assert queue.get(ta.id).status == "canceled"  # type: ignore[union-attr]
+    with pytest.raises(ConflictError):
+        queue.cancel(a.id)
+
+
+def test_verify_reports_jobs_no_runner_holds(queue: JobCatalogue, objects: ObjectStore,
+                                              settings: Settings) -> None:
+    fast = settings.model_copy(update={"job_lease_s": 1.0, "job_poll_interval_s": 0.1})
+    job, track = generation()
+    queue.enqueue([job], tracks=[track])
+    assert verify(objects, queue, fast).ok  # fresh: a runner may take it any moment
+    time.sleep(1.3)
+    report = verify(objects, queue, fast)
+    assert [(p.kind, p.id) for p in report.problems] == [("stranded_job", job.id)]
+    queue.lease("r", 1, lease_s=30)
+    assert verify(objects, queue, fast).ok  # a live lease: someone works on it
