@@ -93,7 +93,11 @@ class JobCatalogue(Catalogue):
             accepted = [t for t in tracks if t.id in fresh_ids]
             for track in accepted:
                 self._put_track(track)
-        self.record_prompts(t.prompt for t in accepted if t.prompt)  # usage analytics
+            for prompt in (t.prompt for t in accepted if t.prompt):  # usage analytics
+                self._con.execute(
+                    "INSERT INTO prompts VALUES (?, 1, ?, ?) ON CONFLICT (text) DO UPDATE SET "
+                    "used_count = prompts.used_count + 1, last_used = excluded.last_used",
+                    [prompt, now, now])
         return out
 
     def lease(self, holder: str, limit: int, lease_s: float,

@@ -16,7 +16,8 @@ from musicfn import __version__
 def create_app() -> FastAPI:
     """The app with every router, error handler, request metrics, the front door and the
     page. Its services come from ``deployments.api.deps.set_services``."""
-    app = FastAPI(title="musicfn", version=__version__,
+    # /docs and /redoc are served by deployments.web from local assets (no CDN).
+    app = FastAPI(title="musicfn", version=__version__, docs_url=None, redoc_url=None,
                   description="AI music generation: prompt → normalised, analysed, indexed WAV")
     for module in (generations, analyses, batches, events, service):
         app.include_router(module.router)

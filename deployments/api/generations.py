@@ -78,11 +78,17 @@ async def create_generation(
     idempotency = None if idempotency_key is None else (idempotency_key, body.fingerprint())
     accepted = await services.queue.submit_generation(
         track, payload, max_depth=limits.max_pending_jobs, idempotency=idempotency)
-    if accepted.created:
-        bind_job_id(track.id)
-        log.info("job accepted: %.1f s, model %s", gen.duration_s, gen.model or "default")
-        services.nudge_runners()
-    return await respond(services, accepted.job_id, wait)
+    if not accepted.created:  # an Idempotency-Key replay: the first job's state
+        return await respond(services, accepted.job_id, wait)
+    bind_job_id(track.id)
+    log.info("job accepted: %.1f s, model %s", gen.duration_s, gen.model or "default")
+    services.nudge_runners()
+    if wait > 0:
+        return await respond(services, track.id, wait)
+    # Just accepted: the record is the pending track we wrote (no second catalogue call).
+    rec = GenerationRecord.of(JobView(track=track))
+    return JSONResponse(rec.model_dump(mode="json"), status_code=202,
+                        headers={"Location": f"/v1/generations/{track.id}"})
 
 
 @router.get("", response_model=dict[str, Any])

@@ -7,7 +7,7 @@
 - time from SIGKILL of the JobRunner replica holding jobs to all of them completed elsewhere
   (lease ``--lease`` s).
 
-    .venv/bin/python bench/jobs.py [--jobs 100] [--lease 10]
+    .venv/bin/python bench/jobs_bench.py [--jobs 100] [--lease 10]
 
 It imports nothing from tests/ (a site-packages ``tests`` would shadow it).
 """
