@@ -2,7 +2,11 @@
 
 ``parse_request`` is the one entry point: it turns a dict or model into a validated
 ``GenerationRequest`` and raises only musicfn errors (``InvalidRequestError`` for bad shape or
-values, ``LimitExceededError`` for values over the configured ``Limits``).
+values, ``LimitExceededError`` for values over the configured ``Limits``); both name the field.
+
+Numbers are strict (a boolean or a string is not a number) and text refuses control and
+bidirectional-control characters (U+061C, U+200E/F, U+202A–U+202E, U+2066–U+2069: "Trojan
+Source" reordering), so what is stored and shown is what was typed.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_serializer,
     field_validator,
@@ -49,8 +55,16 @@ STEMS = ("drums", "bass", "guitar", "vocals", "piano", "synth", "other")
 Stem = Literal["drums", "bass", "guitar", "vocals", "piano", "synth", "other"]
 _STEM_ALIASES = {"pad": "synth", "keys": "piano", "vocal": "vocals", "drum": "drums"}
 
-_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Characters text fields refuse: C0/C1 controls and the Unicode Bidi_Control characters.
+_FORBIDDEN_CHARS = "\\x00-\\x1f\\x7f-\\x9f\\u061c\\u200e\\u200f\\u202a-\\u202e\\u2066-\\u2069"
+# What str.strip() removes that is not forbidden anyway (the blanks of a blank text).
+_BLANK_CHARS = " \\xa0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000"
+_FORBIDDEN_RE = re.compile(f"[{_FORBIDDEN_CHARS}]")
+# The same rule as a JSON Schema / pydantic pattern: no forbidden character, one non-blank.
+TEXT_PATTERN = f"^[^{_FORBIDDEN_CHARS}]*[^{_FORBIDDEN_CHARS}{_BLANK_CHARS}][^{_FORBIDDEN_CHARS}]*$"
 MAX_SEED = 2**63 - 1
+# Shorter clips are not music and round to no samples at some rates: refused at submission.
+MIN_DURATION_S = 0.1
 # Absolute ceilings; the configured Limits are usually much lower.
 _HARD_MAX_PROMPT = 4000
 _MAX_INPUT_AUDIO_S = 60.0
@@ -60,16 +74,31 @@ def _stem_alias(value: object) -> object:
     return _STEM_ALIASES.get(value, value) if isinstance(value, str) else value
 
 
+def check_text(value: str) -> str:
+    """``value`` stripped; ValueError for forbidden characters or a blank text."""
+    if _FORBIDDEN_RE.search(value):
+        raise ValueError("must not contain control or bidirectional-control characters")
+    value = value.strip()
+    if not value:
+        raise ValueError("must not be blank")
+    return value
+
+
+def engine_of(model: str) -> str:
+    """The engine that runs ``model``: ``synth`` for the synth model, else ``audiocraft``."""
+    return "synth" if model == SYNTH_MODEL else "audiocraft"
+
+
 class GenerationParams(BaseModel):
     """Sampling parameters. A batch only ever contains requests with equal params."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    top_k: int = Field(default=250, ge=0, le=2048)
-    top_p: float = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
-    temperature: float = Field(default=1.0, ge=0.0, le=5.0, allow_inf_nan=False)
-    cfg_coef: float = Field(default=3.0, ge=0.0, le=20.0, allow_inf_nan=False)
-    extend_stride: float = Field(default=18.0, gt=0.0, lt=30.0, allow_inf_nan=False)
+    top_k: StrictInt = Field(default=250, ge=0, le=2048)
+    top_p: StrictFloat = Field(default=0.0, ge=0.0, le=1.0, allow_inf_nan=False)
+    temperature: StrictFloat = Field(default=1.0, ge=0.0, le=5.0, allow_inf_nan=False)
+    cfg_coef: StrictFloat = Field(default=3.0, ge=0.0, le=20.0, allow_inf_nan=False)
+    extend_stride: StrictFloat = Field(default=18.0, gt=0.0, lt=30.0, allow_inf_nan=False)
 
 
 class AudioInput(BaseModel):
@@ -118,12 +147,12 @@ class GenerationRequest(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
 
     prompt: str = Field(max_length=_HARD_MAX_PROMPT)
-    duration_s: float = Field(gt=0.0, allow_inf_nan=False)
+    duration_s: StrictFloat = Field(ge=MIN_DURATION_S, allow_inf_nan=False)
     model: str | None = None
     params: GenerationParams = GenerationParams()
-    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)
+    seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     stems: tuple[Annotated[Stem, BeforeValidator(_stem_alias)], ...] | None = None
-    bpm: float | None = Field(default=None, ge=30.0, le=300.0, allow_inf_nan=False)
+    bpm: StrictFloat | None = Field(default=None, ge=30.0, le=300.0, allow_inf_nan=False)
     key: str | None = None
     chords: tuple[str, ...] | None = None
     style: str | None = Field(default=None, max_length=100)
@@ -134,14 +163,7 @@ class GenerationRequest(BaseModel):
     @field_validator("prompt", "style")
     @classmethod
     def _clean_text(cls, v: str | None) -> str | None:
-        if v is None:
-            return v
-        if _CONTROL_RE.search(v):
-            raise ValueError("must not contain control characters")
-        v = v.strip()
-        if not v:
-            raise ValueError("must not be empty")
-        return v
+        return None if v is None else check_text(v)
 
     @field_validator("model")
     @classmethod
@@ -153,9 +175,10 @@ class GenerationRequest(BaseModel):
     @field_validator("stems")
     @classmethod
     def _unique_stems(cls, v: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        if v is not None and (not v or len(set(v)) != len(v)):
-            raise ValueError("stems must be a non-empty list without duplicates")
-        return v
+        """Each stem once, in order of first mention (an alias and its stem are one)."""
+        if v is not None and not v:
+            raise ValueError("must list at least one stem")
+        return None if v is None else tuple(dict.fromkeys(v))
 
     @field_validator("key")
     @classmethod
@@ -228,6 +251,25 @@ def _error_code(err: Mapping[str, Any]) -> str:
     return f"invalid_{loc[0]}"
 
 
+def check_limits(limits: Limits, *, duration_s: float, prompt_chars: int, stems: int) -> None:
+    """Raise LimitExceededError (naming the field) for a value over ``limits``."""
+    if not math.isfinite(duration_s) or duration_s > limits.max_duration_s:
+        raise LimitExceededError(
+            f"duration_s: {duration_s:g} is over the limit of {limits.max_duration_s:g} s",
+            code="duration_limit",
+        )
+    if prompt_chars > limits.max_prompt_chars:
+        raise LimitExceededError(
+            f"prompt: {prompt_chars} characters, over the limit of {limits.max_prompt_chars}",
+            code="prompt_limit",
+        )
+    if stems > limits.max_stems:
+        raise LimitExceededError(
+            f"stems: {stems} requested, over the limit of {limits.max_stems}",
+            code="stems_limit",
+        )
+
+
 def parse_request(data: GenerationRequest | Mapping[str, Any], limits: Limits) -> GenerationRequest:
     """Validate ``data`` and check it against ``limits``; assign a random seed when none is given.
 
@@ -242,23 +284,12 @@ def parse_request(data: GenerationRequest | Mapping[str, Any], limits: Limits) -
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "request"
-        raise InvalidRequestError(f"{where}: {first['msg']}", code=_error_code(first)) from None
+        msg = str(first["msg"]).removeprefix("Value error, ")
+        raise InvalidRequestError(f"{where}: {msg}", code=_error_code(first)) from None
     except (TypeError, ValueError) as exc:
         raise InvalidRequestError(f"malformed request: {exc}") from None
-    if not math.isfinite(req.duration_s) or req.duration_s > limits.max_duration_s:
-        raise LimitExceededError(
-            f"duration_s {req.duration_s:g} is over the limit of {limits.max_duration_s:g} s",
-            code="duration_limit",
-        )
-    if len(req.prompt) > limits.max_prompt_chars:
-        raise LimitExceededError(
-            f"prompt has {len(req.prompt)} characters, the limit is {limits.max_prompt_chars}",
-            code="prompt_limit",
-        )
-    if req.stems is not None and len(req.stems) > limits.max_stems:
-        raise LimitExceededError(
-            f"{len(req.stems)} stems requested, the limit is {limits.max_stems}", code="stems_limit"
-        )
+    check_limits(limits, duration_s=req.duration_s, prompt_chars=len(req.prompt),
+                 stems=len(req.stems) if req.stems is not None else 0)
     if req.seed is None:
         req = req.model_copy(update={"seed": secrets.randbelow(2**31)})
     return req

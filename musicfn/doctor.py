@@ -4,7 +4,11 @@ Each check gives a ``Finding``: ``ok``, ``warn`` (worth knowing, not dangerous b
 ``danger`` (a combination that exposes something; the command exits non-zero). The inputs are
 the settings (environment), optionally a Serve config file (``serve_config.yaml``) and the
 environment variables Ray reads itself (``RAY_AUTH_MODE``, ``RAY_SERVE_DEFAULT_HTTP_HOST``).
-Nothing is contacted: the checks read configuration only.
+Nothing is contacted. Besides configuration, the ``listener`` checks read ``/proc``: every TCP
+socket the running service listens on (its processes: the tree of the process holding the
+catalogue file, i.e. ``musicfn run`` with Ray's GCS, raylet, agents and workers, plus the
+embedded S3), each with its address; one on a non-loopback address is a warning unless it
+is a host configured on purpose (Serve's HTTP host, the dashboard host).
 """
 
 from __future__ import annotations
@@ -48,7 +52,9 @@ def is_loopback(host: str) -> bool:
     if name in ("localhost", "localhost.localdomain", "ip6-localhost"):
         return True
     try:
-        return ipaddress.ip_address(name).is_loopback
+        ip = ipaddress.ip_address(name.split("%")[0])
+        mapped = ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else None
+        return (mapped or ip).is_loopback
     except ValueError:
         try:  # a host name: loopback only if every address it resolves to is
             infos = socket.getaddrinfo(name, None)
@@ -189,16 +195,64 @@ def check_config_secrets(config: Mapping[str, Any] | None) -> Iterator[Finding]:
         yield Finding("config_secrets", "ok", "no secret values in the serve config")
 
 
+@dataclass(frozen=True)
+class Listener:
+    """One listening TCP socket and the process holding it."""
+
+    host: str
+    port: int
+    pid: int
+    process: str
+
+    @property
+    def address(self) -> str:
+        """``host:port`` (``[host]:port`` for IPv6)."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def check_listeners(listeners: list[Listener], settings: Settings,
+                    config: Mapping[str, Any] | None, dashboard_host: str,
+                    env: Mapping[str, str]) -> Iterator[Finding]:
+    """Each listening socket of the service with its address; off loopback is a warning
+    unless it is a host configured on purpose."""
+    purposes: dict[int, str] = {}
+    if not is_loopback(settings.http_host):
+        purposes[settings.http_port] = f"MUSICFN_HTTP_HOST={settings.http_host}"
+    host = serve_host(config, env)
+    if config is not None and host is not None and not is_loopback(host):
+        port = int((config.get("http_options") or {}).get("port") or 8000)
+        purposes[port] = f"http_options.host={host}"
+    if not is_loopback(dashboard_host):
+        purposes[8265] = f"dashboard host {dashboard_host}"
+    if not listeners:
+        yield Finding("listener", "ok", "no listening socket of a running service found "
+                      f"(no process holds {settings.catalogue_file})")
+    for item in listeners:
+        where = f"{item.process} (pid {item.pid}) listens on {item.address}"
+        if is_loopback(item.host):
+            yield Finding("listener", "ok", where)
+        elif item.port in purposes:
+            yield Finding("listener", "ok", f"{where} (configured: {purposes[item.port]})")
+        else:
+            why = " (Ray Serve 2.60 binds each replica's gRPC server to all interfaces; " \
+                "token auth guards it: firewall the port)" \
+                if item.process.startswith("ray::Serve") else ""
+            yield Finding("listener", "warn", f"{where}: reachable from other hosts{why}")
+
+
 def run_checks(settings: Settings, config: Mapping[str, Any] | None = None, *,
-               dashboard_host: str = "127.0.0.1",
-               env: Mapping[str, str] | None = None) -> list[Finding]:
-    """Every check for ``settings`` (+ the parsed serve ``config``), in a stable order."""
+               dashboard_host: str = "127.0.0.1", env: Mapping[str, str] | None = None,
+               listeners: list[Listener] | None = None) -> list[Finding]:
+    """Every check for ``settings`` (+ the parsed serve ``config``, + the service's
+    ``listeners`` when given), in a stable order."""
     env = os.environ if env is None else env
     findings = list(check_bindings(settings, config, dashboard_host, env))
     exposed = any(f.check == "serve_bind" and f.severity != "ok" for f in findings)
     findings += check_presign(settings)
     findings += check_s3(settings, exposed)
     findings += check_config_secrets(config)
+    if listeners is not None:
+        findings += check_listeners(listeners, settings, config, dashboard_host, env)
     return findings
 
 

@@ -7,7 +7,8 @@ the layer boundary that sees them. The HTTP layer maps classes to status codes i
     ├── InputError                 bad input from a caller: never retried
     │   ├── InvalidKeyError        an object key outside the known layout
     │   ├── InvalidRequestError    a request that fails validation
-    │   ├── LimitExceededError     over a configured limit (size, duration, length)
+    │   ├── LimitExceededError     a value over a configured limit (duration, length, count)
+    │   │   └── PayloadTooLargeError   a request body over its byte cap (the only HTTP 413)
     │   ├── InvalidAudioError      undecodable / invalid audio
     │   ├── MalformedPayloadError  a body that is not the JSON document the route takes
     │   ├── RequestTimeoutError    the request body did not arrive in time
@@ -96,7 +97,15 @@ class InvalidRequestError(InputError):
 
 
 class LimitExceededError(InputError):
+    """A value over a configured limit (a bad value: HTTP 400, the field named)."""
+
     code = "limit_exceeded"
+
+
+class PayloadTooLargeError(LimitExceededError):
+    """A request body (upload, notification) over its byte cap: HTTP 413, nothing else is."""
+
+    code = "payload_too_large"
 
 
 class InvalidAudioError(InputError):

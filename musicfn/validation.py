@@ -7,6 +7,12 @@ from pydantic import ValidationError
 from musicfn.errors import InvalidRequestError
 
 
+def integral(value: object) -> object:
+    """For a strict integer field: a JSON integer may be written ``3.0`` (a boolean or a
+    string is still not a number). Use as ``BeforeValidator(integral)``."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def validation_message(exc: ValidationError) -> str:
     """The first problem of ``exc`` as ``field: message`` (or just the message)."""
     first = exc.errors()[0]

@@ -12,17 +12,27 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
+import duckdb
+import pyarrow as pa
 from pydantic import BaseModel
 
-from musicfn.errors import ConflictError, NotFoundError
+from musicfn.errors import CatalogueError, ConflictError, NotFoundError
 from storage.catalogue_db import CatalogueConnection
-from storage.catalogue_schema import naive_utc
+from storage.catalogue_schema import (
+    TRACK_COLUMNS,
+    TRACK_SCHEMA,
+    UPSERT_TRACKS_SQL,
+    naive_utc,
+    sidecars_table,
+)
 from storage.keys import utc_now
 from storage.sidecar import Sidecar
 
 EventStatus = Literal["processing", "processed", "rejected", "failed"]
 BatchStatus = Literal["running", "completed", "failed"]
 _EVENT_COLUMNS = "bucket, key, etag, version_id, status, track_id, error, processed_at"
+# Built only from the constant column names, never from input.
+INSERT_TRACKS_SQL = f"INSERT INTO tracks SELECT {', '.join(TRACK_COLUMNS)} FROM _batch"  # noqa: S608
 
 
 class EventRecord(BaseModel):
@@ -43,6 +53,18 @@ class EventClaim(BaseModel):
 
     claimed: bool
     record: EventRecord
+
+
+class ClaimRequest(BaseModel):
+    """One ``claim_event`` call, for ``claim_events`` (many in one transaction)."""
+
+    bucket: str
+    key: str
+    etag: str
+    version_id: str = ""
+    track_id: str
+    stale_after_s: float
+    retry_failed: bool = False
 
 
 class BatchRecord(BaseModel):
@@ -69,6 +91,28 @@ def _event(row: Sequence[object]) -> EventRecord:
                                        "processed_at": ts.replace(tzinfo=UTC)})
 
 
+def _event_rows(events: Iterable[EventRecord]) -> list[list[object]]:
+    return [[e.bucket, e.key, e.etag, e.version_id, e.status, e.track_id, e.error,
+             naive_utc(e.processed_at)] for e in events]
+
+
+def _decide(r: ClaimRequest, current: EventRecord | None, now: datetime) -> EventClaim:
+    """Whether ``r`` claims its object version, given the record it has (see
+    ``claim_event``)."""
+    track_id = r.track_id
+    if current is not None:
+        stale = current.status == "processing" and \
+            now - current.processed_at > timedelta(seconds=r.stale_after_s)
+        retry = current.status == "failed" and r.retry_failed
+        own = current.status == "processing" and current.track_id == track_id
+        if not (stale or retry or own):
+            return EventClaim(claimed=False, record=current)
+        track_id = current.track_id or track_id
+    return EventClaim(claimed=True, record=EventRecord(
+        bucket=r.bucket, key=r.key, etag=r.etag, version_id=r.version_id,
+        status="processing", track_id=track_id, processed_at=now))
+
+
 class EventLogMixin(CatalogueConnection):
     """Event idempotency records, named cursors (the poller's) and batch progress."""
 
@@ -78,15 +122,60 @@ class EventLogMixin(CatalogueConnection):
 
     def record_events(self, events: Iterable[EventRecord]) -> int:
         """Insert or replace event records in one transaction; returns how many."""
-        rows = [[e.bucket, e.key, e.etag, e.version_id, e.status, e.track_id, e.error,
-                 naive_utc(e.processed_at)] for e in events]
-        if not rows:
-            return 0
-        with self._lock, self._transaction():
-            self._con.executemany(
-                f"INSERT OR REPLACE INTO processed_events ({_EVENT_COLUMNS}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows = _event_rows(events)
+        if rows:
+            with self._lock, self._transaction():
+                self._insert_events(rows)
         return len(rows)
+
+    def complete_uploads(self, tracks: pa.Table | Sequence[Sidecar],
+                         events: Sequence[EventRecord]) -> int:
+        """Index finished upload tracks and record their events' outcomes, in one transaction
+        (the batched form of ``complete`` + ``record_event`` for object events). ``tracks``
+        may come as their rows already (``sidecars_table``: built by the caller, so the
+        one owner does not spend its time on it). A row never moves back in its lifecycle
+        (the upsert's rank rule). Returns the tracks written."""
+        table = tracks if isinstance(tracks, pa.Table) else (
+            sidecars_table(tracks) if tracks else None)
+        if table is not None and table.schema != TRACK_SCHEMA:
+            raise CatalogueError("batch does not match the tracks schema")
+        rows = _event_rows(events)
+        written = 0 if table is None else int(table.num_rows)
+        if not written and not rows:
+            return 0
+        with self._lock:
+            if written:
+                self._con.register("_batch", table)
+            try:
+                try:  # new tracks (the usual case): a plain INSERT, planned ~4 ms faster
+                    self._write_uploads(INSERT_TRACKS_SQL if written else None, rows)
+                except CatalogueError as exc:
+                    if not isinstance(exc.__cause__, duckdb.ConstraintException):
+                        raise
+                    self._write_uploads(UPSERT_TRACKS_SQL, rows)  # a re-driven event's row
+            finally:
+                if written:
+                    self._con.unregister("_batch")
+        return written
+
+    def _write_uploads(self, tracks_sql: str | None, rows: list[list[object]]) -> None:
+        """One transaction: ``tracks_sql`` on ``_batch`` (if any), then the event rows."""
+        with self._transaction():
+            if tracks_sql is not None:
+                self._con.execute(tracks_sql)
+            self._insert_events(rows)
+
+    def _insert_events(self, rows: list[list[object]]) -> None:
+        """Insert or replace event rows (lock and transaction held): multi-row VALUES, which
+        DuckDB runs ~5x faster than ``executemany`` for a handful of rows. For one object
+        version written twice the last row wins (one statement may not write a key twice)."""
+        rows = list({tuple(r[:4]): r for r in rows}.values())
+        for i in range(0, len(rows), 500):
+            chunk = rows[i : i + 500]
+            self._con.execute(
+                f"INSERT OR REPLACE INTO processed_events ({_EVENT_COLUMNS}) VALUES "  # noqa: S608
+                + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
+                [value for row in chunk for value in row])
 
     def get_event(self, bucket: str, key: str, etag: str,
                   version_id: str = "") -> EventRecord | None:
@@ -105,27 +194,33 @@ class EventLogMixin(CatalogueConnection):
         and ``retry_failed`` (a replay). Otherwise the existing record is returned unclaimed:
         the event is a duplicate.
         """
+        return self.claim_events([ClaimRequest(
+            bucket=bucket, key=key, etag=etag, version_id=version_id, track_id=track_id,
+            stale_after_s=stale_after_s, retry_failed=retry_failed)])[0]
+
+    def claim_events(self, requests: Sequence[ClaimRequest]) -> list[EventClaim]:
+        """``claim_event`` for each request, in order, in one transaction: one lookup and
+        one write for the whole batch (a DuckDB statement costs ~1 ms however small)."""
+        if not requests:
+            return []
         now = utc_now()
         with self._lock, self._transaction():
-            row = self._one(
-                f"SELECT {_EVENT_COLUMNS} FROM processed_events WHERE bucket = ? "  # noqa: S608
-                "AND key = ? AND etag = ? AND version_id = ?", [bucket, key, etag, version_id])
-            current = None if row is None else _event(row)
-            if current is not None:
-                stale = current.status == "processing" and \
-                    now - current.processed_at > timedelta(seconds=stale_after_s)
-                retry = current.status == "failed" and retry_failed
-                own = current.status == "processing" and current.track_id == track_id
-                if not (stale or retry or own):
-                    return EventClaim(claimed=False, record=current)
-                track_id = current.track_id or track_id
-            claim = EventRecord(bucket=bucket, key=key, etag=etag, version_id=version_id,
-                                status="processing", track_id=track_id, processed_at=now)
-            self._con.execute(
-                f"INSERT OR REPLACE INTO processed_events ({_EVENT_COLUMNS}) "  # noqa: S608
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [bucket, key, etag, version_id, "processing", track_id, None, naive_utc(now)])
-        return EventClaim(claimed=True, record=claim)
+            rows = self._con.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM processed_events p JOIN (SELECT "  # noqa: S608
+                "unnest(?) AS b, unnest(?) AS k, unnest(?) AS e, unnest(?) AS v) r "
+                "ON p.bucket = r.b AND p.key = r.k AND p.etag = r.e AND p.version_id = r.v",
+                [[r.bucket for r in requests], [r.key for r in requests],
+                 [r.etag for r in requests], [r.version_id for r in requests]]).fetchall()
+            current = {(e.bucket, e.key, e.etag, e.version_id): e for e in map(_event, rows)}
+            out: list[EventClaim] = []
+            for r in requests:  # in order: a later request sees an earlier one's claim
+                ident = (r.bucket, r.key, r.etag, r.version_id)
+                claim = _decide(r, current.get(ident), now)
+                if claim.claimed:
+                    current[ident] = claim.record
+                out.append(claim)
+            self._insert_events(_event_rows(c.record for c in out if c.claimed))
+        return out
 
     def known_objects(self, bucket: str, objects: Sequence[tuple[str, str]]) -> set[str]:
         """The keys of ``(key, etag)`` pairs that already have a finished event record."""

@@ -54,7 +54,8 @@ class TrackQuery(BaseModel):
                              (self.lufs_min, self.lufs_max, "lufs"),
                              (self.created_from, self.created_to, "created")):
             if lo is not None and hi is not None and lo > hi:  # type: ignore[operator]
-                raise ValueError(f"{name} range is empty: min {lo} > max {hi}")
+                raise ValueError(f"{name}_min {lo} is over {name}_max {hi}: the range is "
+                                 "empty")
         if self.cursor is not None:
             decode_cursor(self.cursor)
         return self
@@ -76,13 +77,18 @@ def decode_cursor(cursor: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        raise InvalidRequestError("invalid cursor", code="invalid_cursor") from None
+        raise _bad_cursor() from None
     if not raw.startswith(_CURSOR_PREFIX):
-        raise InvalidRequestError("invalid cursor", code="invalid_cursor")
+        raise _bad_cursor()
     try:
         return validate_id(raw[len(_CURSOR_PREFIX):])
     except InvalidKeyError:
-        raise InvalidRequestError("invalid cursor", code="invalid_cursor") from None
+        raise _bad_cursor() from None
+
+
+def _bad_cursor() -> InvalidRequestError:
+    return InvalidRequestError("cursor: not a cursor this API returned (pass a page's "
+                               "next_cursor unchanged)", code="invalid_cursor")
 
 
 def where_clause(q: TrackQuery) -> tuple[str, list[Any]]:

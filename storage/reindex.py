@@ -1,35 +1,48 @@
-"""Rebuild the catalogue from the bucket, find orphans, and apply retention.
+"""Rebuild the catalogue from the bucket.
 
 The bucket is the source of truth: ``reindex`` reads every sidecar under the track prefixes and
-upserts the same rows the online path writes (``storage.catalogue_schema.sidecar_row``).
+upserts the same rows the online path writes (``storage.catalogue_schema.sidecars_table``).
+
+It is embarrassingly parallel by day: both halves of a track live in one day folder
+(``<prefix>/YYYY/MM/DD/``), so each day is listed, paired and read by its own task
+(``storage.reindex_scan``) - Ray tasks when this process is connected to Ray, threads
+otherwise (``storage.parallel``) - and the rows come back as Arrow tables for one bulk upsert.
+Large days are read in chunks of ``READ_CHUNK`` sidecars, each its own task.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from datetime import date, datetime, timedelta
 
-from pydantic import BaseModel, Field
+import pyarrow as pa
+from pydantic import BaseModel
 
-from musicfn.errors import InputError, InvalidKeyError, MusicfnError, ObjectNotFoundError
 from musicfn.settings import Settings
 from storage.catalogue import Catalogue
-from storage.catalogue_events import EventRecord
-from storage.catalogue_queries import TrackQuery
-from storage.keys import TrackKey, day_prefix, id_timestamp, parse_key, utc_now
-from storage.objects import ObjectInfo, ObjectStore
-from storage.sidecar import Sidecar
+from storage.objects import ObjectStore
+from storage.parallel import Parallelism, task_runner
+from storage.reindex_scan import (
+    PartitionScan,
+    SidecarRows,
+    classify,
+    partitions,
+    read_sidecars,
+    scan_partition,
+    source_events,
+)
+from storage.retention import (
+    BucketScan,
+    CleanupReport,
+    cleanup_older_than,
+    cleanup_orphans,
+    scan_bucket,
+)
+from storage.s3_bulk import S3Target
 
+__all__ = ["BucketScan", "CleanupReport", "ReindexReport", "cleanup_older_than",
+           "cleanup_orphans", "reindex", "scan_bucket", "source_events"]
 
-class BucketScan(BaseModel):
-    """What the track prefixes of the bucket hold, grouped by track id."""
-
-    tracks: dict[str, TrackKey] = Field(default_factory=dict)  # audio + sidecar present
-    orphan_audio: list[ObjectInfo] = Field(default_factory=list)  # audio, no sidecar
-    dangling_sidecars: list[str] = Field(default_factory=list)  # sidecar, no audio
-    invalid_keys: list[str] = Field(default_factory=list)
+READ_CHUNK = 250  # sidecars per read task (a day with no more is listed and read by one task)
 
 
 class ReindexReport(BaseModel):
@@ -41,168 +54,93 @@ class ReindexReport(BaseModel):
     dangling_sidecars: list[str]
     invalid_keys: list[str]
     seconds: float
+    parallel: str = "threads"  # how it ran: "ray" tasks or local "threads"
+    partitions: int = 0  # day folders listed
 
     @property
     def rate_per_s(self) -> float:
         return self.sidecars / self.seconds if self.seconds > 0 else 0.0
 
 
-class CleanupReport(BaseModel):
-    dry_run: bool
-    tracks: list[str] = Field(default_factory=list)  # ids removed (or that would be)
-    objects: list[str] = Field(default_factory=list)
-    rows: int = 0
-
-
-def _list_until(objects: ObjectStore, prefix: str, before: date | None) -> Iterator[ObjectInfo]:
-    stop = day_prefix(prefix, before) if before else None
-    for info in objects.list(f"{prefix}/"):
-        if stop is not None and info.key >= stop:
-            return
-        yield info
-
-
-def scan_bucket(objects: ObjectStore, settings: Settings, *, before: date | None = None,
-                on_sidecar: Callable[[TrackKey], None] | None = None,
-                on_track: Callable[[TrackKey], None] | None = None) -> BucketScan:
-    """Group every object under the track prefixes (optionally only days before ``before``).
-
-    ``on_sidecar`` is called as each sidecar is listed, ``on_track`` as soon as both halves of
-    a track have been listed (they are neighbours in key order), so callers can work while
-    the listing goes on.
-    """
-    scan = BucketScan()
-    audio: dict[str, tuple[TrackKey, ObjectInfo]] = {}
-    sidecars: dict[str, str] = {}
-    for prefix in settings.track_prefixes:
-        for info in _list_until(objects, prefix, before):
-            try:
-                key, ext = parse_key(info.key, settings.track_prefixes)
-            except InvalidKeyError:
-                scan.invalid_keys.append(info.key)
-                continue
-            if ext == "json":
-                sidecars[key.id] = info.key
-                if on_sidecar is not None:
-                    on_sidecar(key)
-            else:
-                audio[key.id] = (key, info)
-            if key.id in audio and key.id in sidecars:
-                track_key = audio[key.id][0]
-                scan.tracks[key.id] = track_key
-                if on_track is not None:
-                    on_track(track_key)
-    scan.orphan_audio = [info for i, (_, info) in audio.items() if i not in sidecars]
-    scan.dangling_sidecars = sorted(k for i, k in sidecars.items() if i not in audio)
-    return scan
-
-
 def reindex(objects: ObjectStore, catalogue: Catalogue, settings: Settings, *,
-            workers: int = 8, batch_size: int = 1000, prune: bool = True) -> ReindexReport:
+            workers: int = 8, batch_size: int = 50_000, prune: bool = True,
+            parallel: Parallelism = "auto") -> ReindexReport:
     """Upsert a row for every track's sidecar in the bucket; recompute prompt usage.
 
-    Sidecars are fetched while the listing goes on and upserted in batches as tracks complete.
-    With ``prune``, completed rows whose track is no longer in the bucket are deleted.
-    Unreadable sidecars are reported, not fatal.
+    Runs as Ray tasks when this process is connected to Ray (``parallel="auto"``: the
+    service's catalogue owner, or any driver after ``ray.init``), each with ``workers`` GETs in
+    flight; else on ``workers`` threads here (the CLI, service stopped: see
+    ``storage.parallel``). Rows are upserted ``batch_size`` at a time. With ``prune``,
+    completed rows whose track is no longer in the bucket are deleted. Unreadable sidecars
+    are reported, not fatal; a storage failure stops it (nothing is pruned then).
     """
     started = time.perf_counter()
-    fetches: dict[str, Future[bytes | MusicfnError]] = {}
-    ready: list[TrackKey] = []
+    target = S3Target.from_settings(objects.settings, objects.bucket)
+    allowed = settings.track_prefixes
+    tasks = task_runner(parallel, workers)
+    threads = workers if tasks.name == "ray" else 1  # GETs in flight per task
+    parts, strays = partitions(target, allowed)
+    found = classify(strays, allowed)
+    tracks: dict[str, str] = {}
     invalid: list[str] = []
+    buffer: list[SidecarRows] = []
     upserted = 0
 
     def flush() -> None:
         nonlocal upserted
-        batch: list[Sidecar] = []
-        for key in ready:
-            body = fetches.pop(key.id).result()
-            if isinstance(body, ObjectNotFoundError):  # deleted since it was listed
-                continue
-            if isinstance(body, MusicfnError):
-                raise body
-            try:
-                batch.append(Sidecar.from_json(body))
-            except InputError:
-                invalid.append(key.sidecar_key)
-        ready.clear()
-        upserted += catalogue.upsert(batch)
-        catalogue.record_events(source_events(batch))
+        tables = [r.table for r in buffer if r.table is not None]
+        events = [e for r in buffer for e in r.events]
+        buffer.clear()
+        if tables:
+            upserted += catalogue.upsert_table(_unique_ids(pa.concat_tables(tables)))
+        catalogue.record_events(events)
 
-    def on_track(key: TrackKey) -> None:
-        ready.append(key)
-        if len(ready) >= batch_size:
+    def add(rows: SidecarRows) -> None:
+        invalid.extend(rows.invalid)
+        buffer.append(rows)
+        if sum(r.rows for r in buffer) >= batch_size:
             flush()
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        def on_sidecar(key: TrackKey) -> None:
-            fetches[key.id] = pool.submit(objects.fetch, key.sidecar_key)
-
-        try:
-            scan = scan_bucket(objects, settings, on_sidecar=on_sidecar, on_track=on_track)
-            flush()
-        finally:
-            for future in fetches.values():  # dangling sidecars, or an aborted run
-                future.cancel()
+    pending = [tasks.submit(scan_partition, target, p, allowed, READ_CHUNK, threads)
+               for p in parts]
+    try:
+        while pending:
+            done, pending = tasks.wait(pending)
+            for result in done:
+                if isinstance(result, SidecarRows):
+                    add(result)
+                    continue
+                _merge(found, result)
+                tracks.update(result.tracks)
+                if result.read is not None:
+                    add(result.read)
+                    continue
+                keys = sorted(result.tracks.values())
+                pending += [tasks.submit(read_sidecars, target, keys[i : i + READ_CHUNK],
+                                         threads) for i in range(0, len(keys), READ_CHUNK)]
+        flush()
+    finally:
+        tasks.close(pending)
     catalogue.rebuild_prompts()
-    pruned = catalogue.prune_completed(set(scan.tracks)) if prune else 0
+    pruned = catalogue.prune_completed(set(tracks)) if prune else 0
     catalogue.checkpoint()
     return ReindexReport(
-        sidecars=len(scan.tracks), upserted=upserted, pruned=pruned,
-        invalid_sidecars=invalid, orphan_audio=[o.key for o in scan.orphan_audio],
-        dangling_sidecars=scan.dangling_sidecars, invalid_keys=scan.invalid_keys,
-        seconds=time.perf_counter() - started,
-    )
+        sidecars=len(tracks), upserted=upserted, pruned=pruned, invalid_sidecars=sorted(invalid),
+        orphan_audio=sorted(found.orphan_audio), dangling_sidecars=sorted(found.dangling_sidecars),
+        invalid_keys=sorted(found.invalid_keys), seconds=time.perf_counter() - started,
+        parallel=tasks.name, partitions=len(parts))
 
 
-def source_events(sidecars: list[Sidecar]) -> list[EventRecord]:
-    """Event records implied by processed uploads: a rebuilt catalogue must not process their
-    sources again."""
-    return [EventRecord(bucket=sc.source.bucket, key=sc.source.key, etag=sc.source.etag,
-                        version_id=sc.source.version_id or "", status="processed",
-                        track_id=sc.id, processed_at=sc.completed_at or sc.created_at)
-            for sc in sidecars if sc.source is not None and sc.status == "completed"]
+def _merge(into: PartitionScan, scan: PartitionScan) -> None:
+    into.orphan_audio += scan.orphan_audio
+    into.dangling_sidecars += scan.dangling_sidecars
+    into.invalid_keys += scan.invalid_keys
 
 
-def cleanup_older_than(objects: ObjectStore, catalogue: Catalogue, settings: Settings,
-                       older_than: timedelta, *, dry_run: bool = False,
-                       now: datetime | None = None) -> CleanupReport:
-    """Remove tracks (sidecar, then audio, then row) created before ``now - older_than``.
-
-    Catalogue rows with no track in the bucket (failed or abandoned jobs) older than the
-    cutoff are removed too.
-    """
-    cutoff = (now or utc_now()) - older_than
-    scan = scan_bucket(objects, settings, before=cutoff.date() + timedelta(days=1))
-    old = {i: k for i, k in scan.tracks.items() if id_timestamp(i) < cutoff}
-    report = CleanupReport(dry_run=dry_run, tracks=sorted(old))
-    report.objects = [k.sidecar_key for k in old.values()] + [k.audio_key for k in old.values()]
-    stale_rows: list[str] = []
-    query = TrackQuery(created_to=cutoff, limit=10_000)
-    while True:
-        page = catalogue.list_tracks(query)
-        stale_rows += [sc.id for sc in page.items]
-        if page.next_cursor is None:
-            break
-        query = query.model_copy(update={"cursor": page.next_cursor})
-    if dry_run:
-        report.rows = len(stale_rows)
-        return report
-    # Sidecars first: a crash part-way leaves orphan audio (reported), never a dangling track.
-    objects.delete_many([k.sidecar_key for k in old.values()])
-    objects.delete_many([k.audio_key for k in old.values()])
-    report.rows = catalogue.delete(stale_rows)
-    return report
-
-
-def cleanup_orphans(objects: ObjectStore, settings: Settings, *, grace: timedelta,
-                    dry_run: bool = False, now: datetime | None = None) -> list[str]:
-    """Delete audio objects that never got a sidecar and are older than ``grace``.
-
-    The grace period keeps this from racing a write in flight (audio stored, sidecar next).
-    """
-    limit = (now or utc_now()) - grace
-    orphans = [o.key for o in scan_bucket(objects, settings).orphan_audio
-               if o.last_modified < limit]
-    if not dry_run:
-        objects.delete_many(orphans)
-    return orphans
+def _unique_ids(table: pa.Table) -> pa.Table:
+    """``table`` with one row per id (the last): a track id under two prefixes is one row."""
+    ids = table.column("id").to_pylist()
+    if len(set(ids)) == len(ids):
+        return table
+    last = {track_id: i for i, track_id in enumerate(ids)}
+    return table.take(sorted(last.values()))

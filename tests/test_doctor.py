@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +164,77 @@ def test_unreadable_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 @pytest.mark.parametrize(("host", "loopback"), [
     ("127.0.0.1", True), ("127.3.2.1", True), ("::1", True), ("[::1]", True),
     ("localhost", True), ("0.0.0.0", False), ("::", False), ("192.168.1.5", False),
+    ("::ffff:127.0.0.1", True), ("::ffff:10.0.0.1", False),
 ])
 def test_is_loopback(host: str, loopback: bool) -> None:
     assert is_loopback(host) is loopback
+
+
+@pytest.fixture
+def listening() -> Iterator[dict[str, int]]:
+    """Sockets this test process listens on: loopback, all interfaces, IPv6 loopback."""
+    opened: dict[str, int] = {}
+    socks = []
+    for name, family, host in (("loopback", socket.AF_INET, "127.0.0.1"),
+                               ("any", socket.AF_INET, "0.0.0.0"),
+                               ("loopback6", socket.AF_INET6, "::1")):
+        s = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            s.bind((host, 0))
+        except OSError:  # no IPv6 here
+            s.close()
+            continue
+        s.listen()
+        socks.append(s)
+        opened[name] = s.getsockname()[1]
+    yield opened
+    for s in socks:
+        s.close()
+
+
+def listener_findings(capsys: pytest.CaptureFixture[str], *args: str) -> list[dict[str, str]]:
+    _, out = doctor(capsys, "--json", *args)
+    return [f for f in json.loads(out)["findings"] if f["check"] == "listener"]
+
+
+def finding_for(findings: list[dict[str, str]], address: str) -> dict[str, str]:
+    found = [f for f in findings if f"(pid {os.getpid()}) listens on {address}" in f["message"]]
+    assert len(found) == 1, (address, findings)
+    return found[0]
+
+
+def test_listeners_of_a_process_tree(capsys: pytest.CaptureFixture[str],
+                                     listening: dict[str, int]) -> None:
+    findings = listener_findings(capsys, "--pid", str(os.getpid()))
+    assert finding_for(findings, f"127.0.0.1:{listening['loopback']}")["severity"] == "ok"
+    exposed = finding_for(findings, f"0.0.0.0:{listening['any']}")
+    assert exposed["severity"] == "warn" and "reachable from other hosts" in exposed["message"]
+    if "loopback6" in listening:
+        assert finding_for(findings, f"[::1]:{listening['loopback6']}")["severity"] == "ok"
+    code, out = doctor(capsys, "--pid", str(os.getpid()))
+    assert "warn   listener" in out and code == 0  # a warning, not a failure
+    assert doctor(capsys, "--pid", str(os.getpid()), "--strict")[0] == 1
+
+
+def test_listener_configured_on_purpose(capsys: pytest.CaptureFixture[str],
+                                        monkeypatch: pytest.MonkeyPatch,
+                                        listening: dict[str, int]) -> None:
+    monkeypatch.setenv("MUSICFN_HTTP_HOST", "0.0.0.0")
+    monkeypatch.setenv("MUSICFN_HTTP_PORT", str(listening["any"]))
+    findings = listener_findings(capsys, "--pid", str(os.getpid()))
+    found = finding_for(findings, f"0.0.0.0:{listening['any']}")
+    assert found["severity"] == "ok" and "configured: MUSICFN_HTTP_HOST" in found["message"]
+
+
+def test_service_found_by_its_catalogue_file(capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                             listening: dict[str, int]) -> None:
+    """Without --pid: the process holding the settings' catalogue file is the service."""
+    monkeypatch.setenv("MUSICFN_DATA_DIR", str(tmp_path))
+    assert [f["message"] for f in listener_findings(capsys)] == [
+        f"no listening socket of a running service found (no process holds "
+        f"{tmp_path / 'catalogue.duckdb'})"]
+    with (tmp_path / "catalogue.duckdb").open("wb"):
+        findings = listener_findings(capsys)
+    assert finding_for(findings, f"127.0.0.1:{listening['loopback']}")["severity"] == "ok"
+    assert finding_for(findings, f"0.0.0.0:{listening['any']}")["severity"] == "warn"

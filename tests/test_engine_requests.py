@@ -31,8 +31,15 @@ LIMITS = Limits(max_duration_s=30, max_prompt_chars=100, max_stems=3)
          "unknown_model"),
         ({"prompt": "x", "duration_s": 1, "stems": ["drums", "kazoo"]}, InvalidRequestError,
          "unknown_stem"),
-        ({"prompt": "x", "duration_s": 1, "stems": ["drums", "drums"]}, InvalidRequestError,
-         "invalid_stems"),
+        ({"prompt": "x", "duration_s": 1, "stems": []}, InvalidRequestError, "invalid_stems"),
+        ({"prompt": "x", "duration_s": 3e-18}, InvalidRequestError, "invalid_duration_s"),
+        ({"prompt": "x", "duration_s": True}, InvalidRequestError, "invalid_duration_s"),
+        ({"prompt": "x", "duration_s": "2"}, InvalidRequestError, "invalid_duration_s"),
+        ({"prompt": "x", "duration_s": 1, "seed": True}, InvalidRequestError, "invalid_seed"),
+        ({"prompt": "evil\u202etxt.exe", "duration_s": 1}, InvalidRequestError,
+         "invalid_prompt"),
+        ({"prompt": "x", "style": "a\u2067b", "duration_s": 1}, InvalidRequestError,
+         "invalid_style"),
         ({"prompt": "x", "duration_s": 1, "stems": ["drums", "bass", "piano", "vocals"]},
          LimitExceededError, "stems_limit"),
         ({"prompt": "x", "duration_s": 1, "key": "H major"}, InvalidRequestError, "invalid_key"),
@@ -64,6 +71,9 @@ def test_valid_request_is_normalised_and_seeded() -> None:
     )
     assert req.prompt == "chill"
     assert req.stems == ("synth", "drums")
+    merged = parse_request({"prompt": "x", "duration_s": 2, "stems": ["pad", "drums", "synth"]},
+                           LIMITS)
+    assert merged.stems == ("synth", "drums")  # an alias and its stem are one stem
     assert req.key == "A# major" and req.chords == ("A#", "Gm7")
     assert req.seed is not None and 0 <= req.seed < 2**31
 

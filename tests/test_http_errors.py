@@ -34,6 +34,8 @@ def build_app() -> FastAPI:
     install_error_handlers(app)
     raisers = {
         "limit": e.LimitExceededError("too long", code="duration_too_long"),
+        "too_large": e.PayloadTooLargeError("upload over 1 MB", code="upload_too_large"),
+        "malformed": e.MalformedPayloadError("not an event", code="malformed_event"),
         "input": e.InvalidRequestError("bad"),
         "unsupported": e.UnsupportedError("no melody"),
         "missing": e.ObjectNotFoundError("no such object"),
@@ -54,6 +56,14 @@ def build_app() -> FastAPI:
     async def body(b: Body, request: Request) -> dict[str, str]:
         check_api_key(request, API_KEY)
         return {"prompt": b.prompt}
+
+    @app.put("/body")
+    async def replace_body(b: Body) -> dict[str, str]:
+        return {"prompt": b.prompt}
+
+    @app.get("/query")
+    async def query(n: int) -> dict[str, int]:
+        return {"n": n}
 
     @app.post("/events")
     async def events(request: Request) -> dict[str, bool]:
@@ -81,9 +91,11 @@ def base_url() -> Iterator[str]:
 
 
 @pytest.mark.parametrize(("name", "status", "code"), [
-    ("limit", 413, "duration_too_long"),
+    ("limit", 400, "duration_too_long"),
+    ("too_large", 413, "upload_too_large"),
     ("input", 400, "invalid_request"),
-    ("unsupported", 422, "unsupported"),
+    ("malformed", 422, "malformed_event"),
+    ("unsupported", 400, "unsupported"),
     ("missing", 404, "object_not_found"),
     ("conflict", 409, "invalid_transition"),
     ("s3down", 503, "storage_unreachable"),
@@ -111,14 +123,29 @@ def test_unknown_route_and_method_are_json(base_url: str) -> None:
 
 
 def test_validation_errors(base_url: str) -> None:
+    """422: not the body's shape (JSON, types, fields); 400: a bad value, the field named."""
     headers = {"x-api-key": "k-123"}
     r = httpx.post(f"{base_url}/body", content=b"{not json", headers={
         **headers, "content-type": "application/json"})
     assert (r.status_code, r.json()["code"]) == (422, "malformed_json")
     r = httpx.post(f"{base_url}/body", json={"prompt": "x" * 50}, headers=headers)
-    assert r.status_code == 422 and r.json()["message"].startswith("prompt:")
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_prompt")
+    assert r.json()["message"].startswith("prompt:")
     r = httpx.post(f"{base_url}/body", json={"prompt": "ok", "extra": 1}, headers=headers)
     assert r.status_code == 422 and "extra" in r.json()["message"]
+    for wrong_type in ({"prompt": 5}, {"prompt": None}, {}):
+        r = httpx.post(f"{base_url}/body", json=wrong_type, headers=headers)
+        assert (r.status_code, r.json()["code"]) == (422, "malformed_body"), r.text
+    r = httpx.get(f"{base_url}/query", params={"n": "abc"})
+    assert (r.status_code, r.json()["code"]) == (400, "invalid_n")
+    assert r.json()["message"].startswith("n:")
+
+
+def test_options_and_405_name_every_method_of_the_path(base_url: str) -> None:
+    r = httpx.options(f"{base_url}/body")
+    assert r.status_code == 204 and r.headers["allow"] == "POST, PUT, OPTIONS"
+    r = httpx.delete(f"{base_url}/body")
+    assert r.status_code == 405 and r.headers["allow"] == "POST, PUT"
 
 
 @pytest.mark.parametrize("headers", [
@@ -129,7 +156,8 @@ def test_api_key_required(base_url: str, headers: dict[str, str]) -> None:
     assert (r.status_code, r.json()["code"]) == (401, "unauthorized")
 
 
-@pytest.mark.parametrize("headers", [{"x-api-key": "k-123"}, {"authorization": "Bearer k-123"}])
+@pytest.mark.parametrize("headers", [{"x-api-key": "k-123"}, {"authorization": "Bearer k-123"},
+                                     {"authorization": "bearer   k-123"}])
 def test_api_key_accepted(base_url: str, headers: dict[str, str]) -> None:
     r = httpx.post(f"{base_url}/body", json={"prompt": "ok"}, headers=headers)
     assert r.status_code == 200 and r.json() == {"prompt": "ok"}
@@ -156,4 +184,4 @@ def test_ray_wrapped_errors_keep_their_code(ray_cluster: object) -> None:
         ray.get(fail.remote())
     original = e.original_error(err.value)
     assert isinstance(original, e.MusicfnError) and original.code == "duration_too_long"
-    assert status_for(original) == 413
+    assert status_for(original) == 400  # a value over a limit; only body size is 413

@@ -8,18 +8,20 @@ plain ``bucket/key``. Every source (webhook, poller, batch, replay) becomes an `
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 from urllib.parse import unquote_plus
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from jobs.model import EventKind, ObjectEvent
 from musicfn.errors import MalformedPayloadError
-from musicfn.validation import validation_message
+from musicfn.validation import integral, validation_message
 
 
 class _Lenient(BaseModel):
-    # MinIO adds fields between releases: accept what we do not read.
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+    # MinIO adds fields between releases: accept what we do not read. Strict types: a number
+    # is not a boolean or a string (as the webhook's OpenAPI schema says).
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, strict=True)
 
 
 class S3Bucket(_Lenient):
@@ -28,7 +30,7 @@ class S3Bucket(_Lenient):
 
 class S3Object(_Lenient):
     key: str = Field(min_length=1, max_length=4096)
-    size: int | None = Field(default=None, ge=0)
+    size: Annotated[int, Field(ge=0), BeforeValidator(integral)] | None = None
     etag: str | None = Field(default=None, alias="eTag")
     version_id: str | None = Field(default=None, alias="versionId")
     sequencer: str | None = None

@@ -7,6 +7,7 @@ from fastapi import FastAPI
 from deployments.api import analyses, batches, events, generations, service
 from deployments.api.deps import get_services
 from deployments.api.front_door import FrontDoor
+from deployments.api.openapi import install_openapi
 from deployments.http_errors import install_error_handlers
 from deployments.observability import install_request_metrics
 from deployments.web import mount_web
@@ -22,6 +23,7 @@ def create_app() -> FastAPI:
     for module in (generations, analyses, batches, events, service):
         app.include_router(module.router)
     install_error_handlers(app)
+    install_openapi(app)
     install_request_metrics(app)
     mount_web(app)
 

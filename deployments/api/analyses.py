@@ -22,18 +22,29 @@ from storage.jobs_schema import JobView
 router = APIRouter(prefix="/v1/analyses", tags=["analyses"])
 
 
-@router.post("", response_model=dict[str, Any],
-             openapi_extra={"requestBody": {"content": {
-                 "multipart/form-data": {"schema": {"type": "object", "properties": {
-                     "file": {"type": "string", "format": "binary"}}}},
-                 "application/octet-stream": {"schema": {"type": "string",
-                                                         "format": "binary"}}}}})
+_AUDIO = {"schema": {"type": "string", "format": "binary"}}
+AUDIO_MEDIA_TYPES = ("audio/wav", "audio/flac", "audio/ogg", "audio/mpeg",
+                     "application/octet-stream")
+
+
+@router.post("", response_model=dict[str, Any], responses={
+    201: {"description": "analysed and stored as a track (?store=true)",
+          "headers": {"Location": {"schema": {"type": "string"}}}}},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "multipart/form-data": {
+                     "schema": {"type": "object", "required": ["file"], "properties": {
+                         "file": {"type": "string", "format": "binary"}}},
+                     "encoding": {"file": {"contentType": ", ".join(AUDIO_MEDIA_TYPES)}}},
+                 **{media: _AUDIO for media in AUDIO_MEDIA_TYPES}}}})
 async def analyze_upload(request: Request, services: ServicesDep, store: bool = False,
                          preset: PresetName = DEFAULT_PRESET) -> JSONResponse:
-    """Analyse an uploaded file (multipart field ``file``, or a raw audio body), capped at
-    MUSICFN_MAX_UPLOAD_BYTES (413 beyond). ``?store=true`` also stores a normalised copy as a
-    track (201 + Location)."""
+    """Analyse an uploaded WAV, FLAC, OGG or MP3 file (multipart field ``file``, or the raw
+    file as the body), capped at MUSICFN_MAX_UPLOAD_BYTES (413 beyond). ``?store=true`` also
+    stores a normalised copy as a track (201 + Location; 503 + Retry-After at once while the
+    object store is down)."""
     settings = services.settings
+    if store:
+        await services.storage.require()
     data, filename = await read_upload(request, settings.max_upload_bytes)
     decoded = await asyncio.to_thread(decode_audio, data, DecodeLimits.from_settings(settings))
     options = ClipOptions(preset=preset)

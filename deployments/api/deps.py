@@ -17,9 +17,14 @@ from typing import Annotated, Any
 from fastapi import Depends
 
 from deployments.api.watch import StatusWatcher
-from engines.requests import Limits
+from engines.requests import Limits, engine_of
 from jobs.queue import JobQueue
-from musicfn.errors import ConfigurationError, MusicfnError, NotFoundError
+from musicfn.errors import (
+    ConfigurationError,
+    MusicfnError,
+    NotFoundError,
+    StorageUnreachableError,
+)
 from musicfn.settings import Settings
 from storage.jobs_schema import JobView
 from storage.keys import validate_id
@@ -28,12 +33,14 @@ from storage.tracks import TrackStore
 
 log = logging.getLogger(__name__)
 LIMITS_TTL_S = 5.0
+STORAGE_HEALTH_TTL_S = 3.0
 
 
 @dataclass
 class LiveLimits:
-    """The MusicGen deployment's live ``user_config.limits`` (their one owner), cached for a
-    few seconds; the last known values (or the defaults) while the engine is unreachable."""
+    """The limits in force: the MusicGen deployment's live ``user_config.limits`` (their one
+    owner) with ``max_duration_s`` capped at the engine's own maximum, cached for a few
+    seconds; the last known values (or the defaults) while the engine is unreachable."""
 
     engine: Any
     ttl_s: float = LIMITS_TTL_S
@@ -44,9 +51,46 @@ class LiveLimits:
         """The current limits."""
         if time.monotonic() - self._at > self.ttl_s:
             with contextlib.suppress(Exception):  # keep the last known limits
-                self._value = await asyncio.wait_for(self.engine.limits.remote(), 2.0)
+                limits, info = await asyncio.wait_for(asyncio.gather(
+                    self.engine.limits.remote(), self.engine.describe.remote()), 2.0)
+                engine_max = float(info["supports"]["max_duration_s"])
+                self._value = limits.model_copy(update={
+                    "max_duration_s": min(limits.max_duration_s, engine_max)})
             self._at = time.monotonic()
         return self._value
+
+
+@dataclass
+class StorageHealth:
+    """Whether the object store answers, from one ``ping`` per ``ttl_s`` at most (shared by
+    every request of the replica), so accepting work can refuse at once while S3 is down."""
+
+    objects: Any  # ObjectStore
+    ttl_s: float = STORAGE_HEALTH_TTL_S
+    _error: MusicfnError | None = None
+    _at: float = float("-inf")
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def check(self, *, fresh: bool = False) -> MusicfnError | None:
+        """The store's error (None when it answers), pinged again when older than ``ttl_s``
+        (or ``fresh``)."""
+        async with self._lock:  # one ping in flight; the others wait for its answer
+            if fresh or time.monotonic() - self._at > self.ttl_s:
+                try:
+                    await asyncio.to_thread(self.objects.ping)
+                    self._error = None
+                except MusicfnError as exc:
+                    self._error = exc
+                self._at = time.monotonic()
+            return self._error
+
+    async def require(self) -> None:
+        """Raise StorageUnreachableError (503 + Retry-After) while the store does not answer."""
+        error = await self.check()
+        if error is not None:
+            raise StorageUnreachableError(f"object storage is unavailable ({error.code}); "
+                                          "nothing was accepted, retry later",
+                                          code="storage_unreachable")
 
 
 @dataclass
@@ -63,8 +107,17 @@ class Services:
     poller: Any  # DeploymentHandle of EventPoller, or None
     limits: LiveLimits
     watcher: StatusWatcher
-    default_model: str
+    default_model: str  # the model this deployment serves
+    storage: StorageHealth = field(init=False)
     _nudges: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.storage = StorageHealth(self.objects)
+
+    @property
+    def engine_name(self) -> str:
+        """The engine this deployment runs."""
+        return engine_of(self.default_model)
 
     def nudge_runners(self) -> None:
         """Tell a runner that work is waiting (best effort: runners also poll)."""

@@ -24,18 +24,21 @@ from storage.keys import new_id
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
 
-@router.head("/s3")
+@router.head("/s3", response_class=Response,
+             responses={200: {"description": "the target is up", "content": {}}})
 async def events_probe() -> Response:
     """MinIO's liveness probe of the webhook target."""
     return Response(status_code=200)
 
 
 @router.post("/s3", response_model=WebhookReceipt,
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": {"type": "object"}}}}})
+             openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                 "schema": {"$ref": "#/components/schemas/MinioNotification"}}}}})
 async def s3_events(request: Request, services: ServicesDep) -> WebhookReceipt:
-    """MinIO bucket notifications (``Authorization: Bearer <MUSICFN_WEBHOOK_TOKEN>``)."""
+    """MinIO bucket notifications (``Authorization: Bearer <MUSICFN_WEBHOOK_TOKEN>``); 503
+    (redeliver) while the catalogue or the object store is down."""
     items = await read_notification(request)
+    await services.storage.require()
     rejected = [i for i in items if isinstance(i, Rejected)]
     accepted: list[ObjectEvent] = []
     for item in items:

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deployments.api.auth import presented_key, secret_matches
-from deployments.http_errors import error_response, musicfn_error_response
-from musicfn.errors import RequestTimeoutError
+from deployments.api.auth import bearer_token, has_api_key, secret_matches
+from deployments.http_errors import musicfn_error_response
+from musicfn.errors import RequestTimeoutError, UnauthorizedError
 
 WEBHOOK_PATH = "/v1/events/s3"
 
@@ -59,13 +59,13 @@ class FrontDoor:
             if scope["method"] == "HEAD":
                 return None  # MinIO's probe of the target
             token = self.webhook_token()
-            if token is None or not secret_matches(_bearer(headers), token):
-                return error_response(401, "unauthorized", "missing or invalid bearer token")
+            if token is None or not secret_matches(bearer_token(headers), token):
+                return musicfn_error_response(UnauthorizedError(
+                    "missing or invalid bearer token"))
             return None
-        key = self.api_key()
-        if key is not None and not secret_matches(presented_key(headers), key):
-            return error_response(401, "unauthorized", "missing or invalid API key (send "
-                                  "X-API-Key or Authorization: Bearer)")
+        if not has_api_key(headers, self.api_key()):
+            return musicfn_error_response(UnauthorizedError(
+                "missing or invalid API key (send X-API-Key or Authorization: Bearer)"))
         return None
 
 
@@ -109,11 +109,6 @@ def _route_path(scope: Scope) -> str:
     if root and path.startswith(root):
         path = path[len(root):] or "/"
     return path
-
-
-def _bearer(headers: dict[str, str]) -> str | None:
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
 
 
 async def _no_body() -> Message:

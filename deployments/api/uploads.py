@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
-from musicfn.errors import InvalidRequestError, LimitExceededError
+from musicfn.errors import InvalidRequestError, LimitExceededError, PayloadTooLargeError
 
 # Multipart framing (boundaries, part headers) on top of the file itself.
 _MULTIPART_OVERHEAD = 64 * 1024
@@ -59,5 +59,5 @@ async def read_upload(request: Request, max_bytes: int) -> tuple[bytes, str]:
 
 
 def _too_large(max_bytes: int) -> LimitExceededError:
-    return LimitExceededError(f"upload larger than {max_bytes:,} bytes",
-                              code="upload_too_large")
+    return PayloadTooLargeError(f"upload larger than {max_bytes:,} bytes",
+                                code="upload_too_large")

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 from deployments.api.uploads import read_body
 from jobs.model import ObjectEvent
-from musicfn.errors import LimitExceededError
+from musicfn.errors import PayloadTooLargeError
 from triggers.minio_events import object_events, parse_notification
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ class WebhookReceipt(BaseModel):
 async def read_notification(request: Request) -> list[ObjectEvent | Rejected]:
     """The events of a webhook body (capped at 1 MiB: 413; malformed: 422)."""
     body = await read_body(request, MAX_NOTIFICATION_BYTES,
-                           LimitExceededError("event notification over 1 MiB"))
+                           PayloadTooLargeError("event notification over 1 MiB"))
     out: list[ObjectEvent | Rejected] = []
     for record, event in object_events(parse_notification(body)):
         if event is None:

@@ -44,7 +44,8 @@ async function errorOf(response) {
   return new ApiError(response.status, code, message);
 }
 
-// Seeds go up to 2^63-1, past what a JS number holds exactly: big ones travel as BigInt.
+// Seeds go up to 2^53-1 (exact in JS numbers); older records may hold bigger ones: those
+// travel as BigInt.
 // JSON.parse hands the reviver the number's source text (where the browser supports it).
 function reviveSeeds(key, value, context) {
   if (key === "seed" && typeof value === "number" && !Number.isSafeInteger(value) &&
@@ -59,7 +60,7 @@ export function toJson(value) {
     .replace(/"@@bigint:(-?\d+)@@"/g, "$1");
 }
 
-// A seed as typed: a number when exact, else a BigInt (the API takes up to 2^63-1).
+// A seed as typed: a number when exact, else a BigInt (the API says if it is too big).
 export function parseSeed(text) {
   const t = String(text).trim();
   if (t === "") return null;
@@ -98,8 +99,9 @@ export async function request(method, path, { json, body, query } = {}) {
 }
 
 export const api = {
+  // With the key, /healthz adds details (version, engine); without it, only ok/degraded.
   health: async () => {
-    const r = await fetch("healthz");
+    const r = await fetch("healthz", { headers: headers() });
     return r.json();
   },
   createGeneration: (body) => request("POST", "v1/generations", { json: body }),
@@ -185,7 +187,7 @@ export function bodyFromRecord(record, seed) {
   return body;
 }
 
-// A fresh random seed (53 bits: exact in JSON numbers, within the API's 0..2^63-1).
+// A fresh random seed (53 bits: exact in JSON numbers, the API's 0..2^53-1).
 export function randomSeed() {
   const words = crypto.getRandomValues(new Uint32Array(2));
   return (words[0] & 0x1fffff) * 0x100000000 + words[1];

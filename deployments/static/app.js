@@ -39,7 +39,8 @@ async function showHealth() {
     badge.className = "health " + (h.ok ? "ok" : "down");
     const down = ["s3", "catalogue", "engine"].filter((k) => h[k] && !h[k].ok);
     badge.title = h.ok
-      ? `musicfn ${h.version}` + (engine && engine.model ? ` · ${engine.model}` : "")
+      ? (h.version ? `musicfn ${h.version}` : "musicfn") +
+        (engine && engine.model ? ` · ${engine.model}` : "")
       : `down: ${down.join(", ")}`;
   } catch {
     badge.textContent = "offline";

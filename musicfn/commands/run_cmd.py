@@ -107,10 +107,12 @@ def _start_service(settings: Settings, config_path: Path, engine_args: dict[str,
     import ray
 
     from deployments.serve_config import EngineOverrides, deploy_config, load_serve_config
+    from musicfn.commands.ray_session import loopback_ray_options
 
     # Worker logs stay in Ray's session directory (/tmp/ray/session_latest/logs), not here.
     ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
-             logging_level=logging.WARNING, configure_logging=True, log_to_driver=False)
+             logging_level=logging.WARNING, configure_logging=True, log_to_driver=False,
+             **loopback_ray_options())  # Ray's listeners on 127.0.0.1 where Ray allows it
     overrides = EngineOverrides.from_args(
         engine_args,
         cluster_cpus=float(ray.cluster_resources().get("CPU", 0.0)))  # type: ignore[no-untyped-call]

@@ -3,7 +3,8 @@
 Exit codes: 0 clean, 1 problems found (or the check could not run), 2 bad input. While the
 service runs, its catalogue owner actor holds the DuckDB file (one read-write process per
 file), so verify asks that owner when a Ray cluster with it is reachable, and opens the file
-itself otherwise.
+itself otherwise. Attaching handles Ray's token auth (no ``RAY_AUTH_MODE=token`` to export);
+a refused or missing token fails at once with ``ray_auth_failed``.
 """
 
 from __future__ import annotations
@@ -64,7 +65,8 @@ def catalogue_reader(settings: Settings, how: str,
             raise CatalogueLockedError(f"{locked.message}; and no owner actor was reachable "
                                        f"({exc.message}): set RAY_ADDRESS or --ray-address"
                                        ) from None
-        assert client is not None  # required=True raises instead
+        if client is None:  # required=True raises instead
+            raise CatalogueError("no owner actor", code="catalogue_owner_unreachable")
         try:
             yield client, "owner actor"
         finally:
@@ -84,7 +86,8 @@ def _owner(settings: Settings, ray_address: str | None) -> Iterator[CatalogueRea
 
     client = connect_owner(settings.catalogue_file, address=ray_address, required=True,
                            namespace=settings.ray_namespace)
-    assert client is not None  # required=True raises instead
+    if client is None:  # required=True raises instead
+        raise CatalogueError("no owner actor", code="catalogue_owner_unreachable")
     try:
         yield client
     finally:
