@@ -102,7 +102,7 @@ def _wait_count(owner: Any, target: int, timeout: float = 900) -> float:
     while _uploads(owner) < target:
         if time.monotonic() > deadline:
             raise TimeoutError(f"fewer than {target} uploads indexed")
-        time.sleep(0.02)
+        time.sleep(0.1)
     return time.monotonic()
 
 

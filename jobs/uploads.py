@@ -9,12 +9,10 @@ its sidecar (kind ``upload``, with the source key and etag), and indexes the row
 Bad audio fails at once; transient faults are retried, and an event that still fails is
 recorded as failed and written to the dead-letter queue.
 
-Cost per event (small clips arrive in bursts): a small object (up to ``SMALL_OBJECT_BYTES``)
-is downloaded, decoded, processed and stored by one Ray task (``process_upload``: no audio
-crosses processes, one task instead of four, and the S3 work runs on any worker, not in the
-runner); larger ones keep the parallel chain (analysis and encoding at once). Claims and the
-final "indexed + processed" writes of concurrent events are coalesced into shared catalogue
-transactions (``storage.owner_batch``).
+Cost: an object up to ``SMALL_OBJECT_BYTES`` is fetched, processed and stored by one Ray task
+(``process_upload``: one task instead of four, no audio between processes, S3 work on any
+worker); larger ones keep the parallel chain. Claims and final writes of concurrent events
+share catalogue transactions (``storage.owner_batch``).
 """
 
 from __future__ import annotations
@@ -254,10 +252,9 @@ def _error_info(exc: BaseException) -> ErrorInfo:
 
 def process_upload(settings: Settings, key: str, job: Sidecar,
                    options: ClipOptions) -> Sidecar:
-    """One small upload from object to stored track, in one process (run as a Ray task):
-    download, decode, normalise + analyse + encode, then audio and sidecar into the bucket
-    (transient storage errors retried). Returns the stored sidecar; indexing is the caller's.
-    """
+    """A small upload from object to stored track in one process (a Ray task): download,
+    decode, the chain, audio then sidecar (transient storage errors retried). Returns the
+    stored sidecar; indexing it is the caller's."""
     configure_json_logging_in_worker()
     ident = (settings.endpoint_url, settings.bucket, settings.access_key, settings.secret_key,
              settings.s3_region, settings.s3_connect_timeout_s, settings.s3_read_timeout_s,

@@ -97,8 +97,7 @@ def _event_rows(events: Iterable[EventRecord]) -> list[list[object]]:
 
 
 def _decide(r: ClaimRequest, current: EventRecord | None, now: datetime) -> EventClaim:
-    """Whether ``r`` claims its object version, given the record it has (see
-    ``claim_event``)."""
+    """Whether ``r`` claims its object version, given its record (see ``claim_event``)."""
     track_id = r.track_id
     if current is not None:
         stale = current.status == "processing" and \
@@ -130,11 +129,9 @@ class EventLogMixin(CatalogueConnection):
 
     def complete_uploads(self, tracks: pa.Table | Sequence[Sidecar],
                          events: Sequence[EventRecord]) -> int:
-        """Index finished upload tracks and record their events' outcomes, in one transaction
-        (the batched form of ``complete`` + ``record_event`` for object events). ``tracks``
-        may come as their rows already (``sidecars_table``: built by the caller, so the
-        one owner does not spend its time on it). A row never moves back in its lifecycle
-        (the upsert's rank rule). Returns the tracks written."""
+        """Index finished upload tracks (as sidecars, or their ``sidecars_table`` rows built by
+        the caller) and record events, in one transaction: the batched ``complete`` +
+        ``record_event``. A row never moves back in its lifecycle. Returns tracks written."""
         table = tracks if isinstance(tracks, pa.Table) else (
             sidecars_table(tracks) if tracks else None)
         if table is not None and table.schema != TRACK_SCHEMA:
@@ -159,16 +156,14 @@ class EventLogMixin(CatalogueConnection):
         return written
 
     def _write_uploads(self, tracks_sql: str | None, rows: list[list[object]]) -> None:
-        """One transaction: ``tracks_sql`` on ``_batch`` (if any), then the event rows."""
         with self._transaction():
             if tracks_sql is not None:
                 self._con.execute(tracks_sql)
             self._insert_events(rows)
 
     def _insert_events(self, rows: list[list[object]]) -> None:
-        """Insert or replace event rows (lock and transaction held): multi-row VALUES, which
-        DuckDB runs ~5x faster than ``executemany`` for a handful of rows. For one object
-        version written twice the last row wins (one statement may not write a key twice)."""
+        """Insert or replace event rows (lock and transaction held) as multi-row VALUES (~5x
+        faster than ``executemany`` in DuckDB); a key written twice: the last row wins."""
         rows = list({tuple(r[:4]): r for r in rows}.values())
         for i in range(0, len(rows), 500):
             chunk = rows[i : i + 500]
