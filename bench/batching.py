@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from deployments.musicgen import build_app, deploy
     from engines.tiny_model import make_tiny_model
-    from tests.support import free_port_block
+    from musicfn.ports import free_port_block
 
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR",
              log_to_driver=False)

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import ray
-from _ports import free_port_block
 
+from musicfn.ports import free_port_block
 from musicfn.settings import Settings
 from storage.catalogue import Catalogue
 from storage.catalogue_queries import TrackQuery

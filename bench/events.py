@@ -33,10 +33,10 @@ import httpx
 import numpy as np
 import ray
 import soundfile as sf
-from _ports import free_port_block
 from ray import serve
 
 from deployments.app import build_app
+from musicfn.ports import free_port_block
 from musicfn.settings import Settings
 from storage.catalogue_actor import catalogue_actor
 from storage.catalogue_queries import TrackQuery

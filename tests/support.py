@@ -1,51 +1,15 @@
-"""Helpers shared by tests: free ports, throwaway S3 servers, per-test settings."""
+"""Helpers shared by tests: throwaway S3 servers, per-test settings (and ``free_port_block``,
+from ``musicfn.ports``)."""
 
 from __future__ import annotations
 
-import random
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
+from musicfn.ports import free_port_block
 from musicfn.settings import Settings
 from storage.embedded_s3 import EmbeddedS3
-
-
-def _ephemeral_floor() -> int:
-    try:
-        low = open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0]  # noqa: SIM115
-        return int(low)
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port_block(size: int = 1, *, gap: int = 0) -> int:
-    """A base port such that base..base+size-1 (and, with gap, the same block + gap) are free.
-
-    Blocks are taken below the kernel's ephemeral range: a port from that range can be grabbed
-    by any outgoing connection between being picked and being bound (or across a restart).
-    """
-    rng = random.SystemRandom()
-    top = _ephemeral_floor() - size - gap - 1
-    for _ in range(500):
-        base = rng.randrange(10_000, top)
-        ports = [base + i for i in range(size)]
-        if gap:
-            ports += [p + gap for p in ports]
-        if all(_port_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free port block found")
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
 
 S3_ACCESS_KEY = "musicfn-test"
 S3_SECRET_KEY = "musicfn-test-secret"

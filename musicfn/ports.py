@@ -1,8 +1,8 @@
-"""Free local port blocks for the benchmarks (below the kernel's ephemeral range).
+"""Free local port blocks for tests and benchmarks (below the kernel's ephemeral range).
 
-The benches must not import ``tests`` (a site-packages ``tests`` package shadows the repo's
-when a bench script's folder is ``sys.path[0]``), so this mirrors
-``tests/support.py::free_port_block``. A port from the ephemeral range can be taken by any
+One owner for tests and benches alike (benches must not import ``tests``: a site-packages
+``tests`` package shadows the repo's when a bench script's folder is ``sys.path[0]``). A port
+from the ephemeral range can be taken by any
 outgoing connection (a Ray worker's, say) between being picked and being bound, so blocks are
 drawn from 10000 up to the range's floor. SeaweedFS needs five ports and the same block
 + 10000 for gRPC: ``free_port_block(5, gap=10000)``.
