@@ -31,5 +31,5 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     poller: Any = EventPoller
     runners = runner.bind(engine_app, settings=settings)
     app: Application = ingress.bind(engine_app, runners, default_model=model,
-                                    settings=settings, poller=poller.bind(settings))
+                                    settings=settings, poller=poller.bind(settings, runners))
     return app

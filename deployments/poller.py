@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 class EventPoller:
     """Polls incoming/ until the replica stops; ``status`` for operators."""
 
-    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+    def __init__(self, settings: dict[str, Any] | None = None, runners: Any = None) -> None:
         self.settings = Settings(**settings) if settings else get_settings()
         self.last: PollReport | None = None
         self.polls = 0
@@ -40,7 +40,9 @@ class EventPoller:
                                     checkpoint_mb=self.settings.catalogue_checkpoint_mb,
                                     namespace=self.settings.ray_namespace,
                                     settings=self.settings)
-        self.poller = Poller(job_queue(catalogue, self.settings), objects, self.settings)
+        nudge = (lambda: runners.nudge.remote()) if runners is not None else None
+        self.poller = Poller(job_queue(catalogue, self.settings), objects, self.settings,
+                             nudge=nudge)
         if self.settings.poller_enabled:
             self._thread = threading.Thread(target=self._main, name="poller", daemon=True)
             self._thread.start()

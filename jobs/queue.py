@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 from jobs.model import GenerationPayload, dump
+from storage.catalogue_jobs import FinishRequest
 from storage.jobs_schema import (
     Enqueued,
     HeartbeatReply,
@@ -18,6 +19,7 @@ from storage.jobs_schema import (
     JobRecord,
     Lease,
 )
+from storage.owner_batch import Coalescer
 from storage.sidecar import ErrorInfo, Sidecar
 
 
@@ -27,6 +29,11 @@ class JobQueue:
     def __init__(self, catalogue: Any, *, max_attempts: int) -> None:
         self.catalogue = catalogue  # ActorHandle of storage.catalogue_owner.CatalogueOwner
         self.max_attempts = max_attempts
+        # Concurrent finishes and event submissions of this process share transactions.
+        self._finishes: Coalescer[FinishRequest, JobOutcome | None] = Coalescer(
+            self._finish_many)
+        self._submits: Coalescer[list[JobRecord], list[Enqueued]] = Coalescer(
+            self._submit_many)
 
     async def submit_generation(self, track: Sidecar, payload: GenerationPayload, *,
                                 max_depth: int,
@@ -45,9 +52,20 @@ class JobQueue:
         """Accept jobs (events, batches) all or none; deduplicated by ``dedupe_key``."""
         if not jobs:
             return []
+        if max_depth is None:  # share a transaction with concurrent submissions
+            return await asyncio.shield(self._submits.one(list(jobs)))
         done: list[Enqueued] = await asyncio.shield(
             self.catalogue.enqueue.remote(jobs, max_depth=max_depth))
         return done
+
+    async def _submit_many(self, batches: list[list[JobRecord]]) -> list[list[Enqueued]]:
+        done: list[Enqueued] = await self.catalogue.enqueue.remote(
+            [j for b in batches for j in b])
+        out, start = [], 0
+        for b in batches:
+            out.append(done[start : start + len(b)])
+            start += len(b)
+        return out
 
     def new_job(self, job_id: str, kind: Any, payload: dict[str, Any], *,
                 parent_id: str | None = None, dedupe_key: str | None = None) -> JobRecord:
@@ -68,8 +86,12 @@ class JobQueue:
     async def finish(self, job_id: str, holder: str, outcome: JobOutcome, *,
                      result: dict[str, Any] | None = None, error: ErrorInfo | None = None,
                      track: Sidecar | None = None) -> JobOutcome | None:
-        done: JobOutcome | None = await self.catalogue.finish.remote(
-            job_id, holder, outcome, result=result, error=error, track=track)
+        return await self._finishes.one(FinishRequest(
+            job_id=job_id, holder=holder, outcome=outcome, result=result, error=error,
+            track=track))
+
+    async def _finish_many(self, requests: list[FinishRequest]) -> list[JobOutcome | None]:
+        done: list[JobOutcome | None] = await self.catalogue.finish_many.remote(requests)
         return done
 
     async def retry_later(self, job_id: str, holder: str, delay_s: float,

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
+from pydantic import BaseModel
+
 from musicfn.errors import ConflictError, EngineOverloadedError, NotFoundError
 from storage.catalogue import Catalogue
 from storage.catalogue_schema import naive_utc
@@ -39,6 +41,17 @@ from storage.jobs_schema import (
 )
 from storage.keys import utc_now
 from storage.sidecar import ErrorInfo, Sidecar
+
+
+class FinishRequest(BaseModel):
+    """One ``finish`` call, for ``finish_many``."""
+
+    job_id: str
+    holder: str
+    outcome: JobOutcome
+    result: dict[str, Any] | None = None
+    error: ErrorInfo | None = None
+    track: Sidecar | None = None
 
 
 class JobCatalogue(Catalogue):
@@ -172,19 +185,31 @@ class JobCatalogue(Catalogue):
         A job whose cancel was requested ends ``canceled`` (the caller must discard what it
         stored). ``track`` is the generation's final record, written with the job.
         """
+        return self.finish_many([FinishRequest(job_id=job_id, holder=holder, outcome=outcome,
+                                               result=result, error=error, track=track)])[0]
+
+    def finish_many(self, requests: Sequence[FinishRequest]) -> list[JobOutcome | None]:
+        """``finish`` for each request, in one transaction."""
         now = naive_utc(utc_now())
         with self._lock, self._transaction():
-            job = self._job_for_update(job_id)
-            if job.state == "done":
-                return job.outcome if job.lease_holder == holder else None
-            if job.lease_holder != holder:
-                return None
-            if job.cancel_requested:
-                outcome, track = "canceled", None
-            if result is None and job.result is not None:
-                result = job.result  # keep what was recorded while it ran (deliveries)
-            self._end(job, outcome, result, error, now, track=track)
-            return outcome
+            return [self._finish(r, now) for r in requests]
+
+    def _finish(self, r: FinishRequest, now: datetime | None) -> JobOutcome | None:
+        row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", [r.job_id])  # noqa: S608
+        if row is None:  # gone (deleted): nothing to finish, and no reason to fail the batch
+            return None
+        job = job_from_row(row)
+        if job.state == "done":
+            return job.outcome if job.lease_holder == r.holder else None
+        if job.lease_holder != r.holder:
+            return None
+        outcome, track, result = r.outcome, r.track, r.result
+        if job.cancel_requested:
+            outcome, track = "canceled", None
+        if result is None and job.result is not None:
+            result = job.result  # keep what was recorded while it ran (deliveries)
+        self._end(job, outcome, result, r.error, now, track=track)
+        return outcome
 
     def retry_later(self, job_id: str, holder: str, delay_s: float, error: ErrorInfo) -> bool:
         """Give a held job back to the queue, runnable again after ``delay_s``."""

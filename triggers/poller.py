@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -46,10 +46,12 @@ class PollReport(BaseModel):
 class Poller:
     """Lists incoming/ and enqueues new object versions as event jobs."""
 
-    def __init__(self, queue: JobQueue, objects: ObjectStore, settings: Settings) -> None:
+    def __init__(self, queue: JobQueue, objects: ObjectStore, settings: Settings, *,
+                 nudge: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.queue = queue
         self.objects = objects
         self.settings = settings
+        self.nudge = nudge  # tells runners work is waiting (else they find it at their poll)
         self.catalogue = queue.catalogue
         self.cursor_name = f"poller:{self.settings.bucket}/{self.settings.incoming_prefix}/"
 
@@ -72,6 +74,9 @@ class Poller:
                 report.enqueued += done.created
                 report.duplicate += not done.created
                 report.job_ids.append(done.job_id)
+            if todo and self.nudge is not None:
+                with contextlib.suppress(Exception):  # best effort: runners also poll
+                    await asyncio.wait_for(self.nudge(), 2.0)
             # Every event of this page is a job now (a failure raised above): move past it.
             last = page[-1].key
             if start is None or last > start:
