@@ -8,6 +8,9 @@ from dataclasses import dataclass
 _NOTE_INDEX = {"C": 0, "D": 2, "E": 4, "F": 5, "G": 7, "A": 9, "B": 11}
 _SHARP_NAMES = ("C", "C#", "D", "D#", "E", "F", "F#", "G", "G#", "A", "A#", "B")
 
+# The tempi a song may ask for (request fields and tempi read from prompts alike).
+MIN_BPM, MAX_BPM = 30.0, 300.0
+
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
 MINOR_SCALE = (0, 2, 3, 5, 7, 8, 10)  # natural minor
 
@@ -30,7 +33,8 @@ _CHORD_INTERVALS = {
 }
 
 
-def _pitch_class(letter: str, accidental: str) -> int:
+def pitch_class(letter: str, accidental: str = "") -> int:
+    """Pitch class (0 = C) of a note letter and an accidental (``"#"``, ``"b"`` or ``""``)."""
     pc = _NOTE_INDEX[letter.upper()]
     if accidental == "#":
         pc += 1
@@ -90,7 +94,7 @@ def parse_key(text: str) -> Key:
     if m is None:
         raise ValueError(f"not a key: {text!r} (expected e.g. 'C major', 'A minor', 'F#m')")
     minor = (m.group(3) or "").lower() in ("minor", "min", "m")
-    return Key(tonic=_pitch_class(m.group(1), m.group(2)), minor=minor)
+    return Key(tonic=pitch_class(m.group(1), m.group(2)), minor=minor)
 
 
 def parse_chord(text: str) -> Chord:
@@ -98,7 +102,7 @@ def parse_chord(text: str) -> Chord:
     m = CHORD_RE.match(text.strip())
     if m is None:
         raise ValueError(f"not a chord symbol: {text!r} (expected e.g. 'C', 'Am', 'F#m7', 'G7')")
-    return Chord(root=_pitch_class(m.group(1), m.group(2)), quality=m.group(3) or "")
+    return Chord(root=pitch_class(m.group(1), m.group(2)), quality=m.group(3) or "")
 
 
 def midi_to_hz(note: float) -> float:

@@ -13,8 +13,8 @@ from engines.requests import AudioInput
 from engines.synth import SynthEngine
 from engines.theory import parse_key
 from musicfn.errors import UnsupportedError
+from musicfn.ports import free_port_block
 from tests.musicgen_helpers import estimate_bpm, estimate_key
-from tests.support import free_port_block
 
 SR = 32_000
 APP = "musicgen-synth-test"
@@ -117,3 +117,20 @@ def test_project_analysis_recovers_synth_bpm_and_key(bpm: float, key: str) -> No
     assert result.tempo.bpm == pytest.approx(bpm, rel=0.04)
     expected = parse_key(key)
     assert result.key.label == expected.name
+
+
+@pytest.mark.ray
+def test_prompt_alone_sets_tempo_and_key_through_serve(synth: Any) -> None:
+    """No bpm/key fields: the prompt's tempo and style decide, for the mix and for every stem."""
+    analysis = pytest.importorskip("functions.analysis")
+    plain = synth.generate.remote(
+        {"prompt": "ambient pads, 70 bpm, in E minor", "duration_s": 10, "seed": 3}
+    ).result()
+    stems = synth.generate.remote(
+        {"prompt": "dark techno, 128 bpm", "duration_s": 10, "seed": 3,
+         "stems": ["drums", "bass", "synth"]}
+    ).result()
+    for result, bpm, key in ((plain, 70.0, "E minor"), (stems, 128.0, "A minor")):
+        measured = analysis.analyze(result.audio, result.sample_rate)
+        assert measured.tempo.bpm == pytest.approx(bpm, rel=0.04)
+        assert measured.key.label == key
