@@ -188,6 +188,9 @@ def cmd_events_replay(args: argparse.Namespace) -> int:
         dlq = DeadLetterQueue(b.objects, settings)
         letters = list(dlq.list()) if args.all else [dlq.get(i) for i in args.id]
         letters = [x for x in letters if x.job_kind == "event"]
+        if not letters:  # no Ray to attach to (or start) for nothing
+            print("[]" if args.json else "nothing to replay")
+            return 0
         runner = _runner(settings)
         jobs = [runner.queue.new_job(new_id(), "event", dump(EventPayload(
             event=ObjectEvent(kind="created", bucket=x.bucket, key=x.key, etag=x.etag or None,

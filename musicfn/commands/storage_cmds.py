@@ -1,4 +1,8 @@
-"""Storage commands: ``s3``, ``ls``, ``stats``, ``reindex``, ``cleanup``."""
+"""Storage commands: ``s3``, ``ls``, ``stats``, ``reindex``, ``cleanup``.
+
+The catalogue commands work with the service stopped (the DuckDB file) and running (its
+catalogue owner actor): ``musicfn.commands.catalogue_access`` decides which.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,16 @@ import argparse
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ValidationError
 
+from musicfn.commands.catalogue_access import open_catalogue_access
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import get_settings
 from musicfn.validation import as_request_error
-from storage.backends import open_catalogue, open_storage
+from storage.backends import open_storage
+from storage.catalogue import Catalogue
 from storage.catalogue_queries import TrackQuery
 from storage.embedded_s3 import EmbeddedS3
 from storage.reindex import cleanup_older_than, cleanup_orphans, reindex
@@ -92,8 +98,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
         )
     except ValidationError as exc:
         raise as_request_error(exc) from None
-    with open_catalogue(get_settings()) as catalogue:
-        page = catalogue.list_tracks(query)
+    with open_catalogue_access(get_settings()) as opened:
+        page = opened.catalogue.list_tracks(query)
     if args.json:
         _print_json(page)
         return 0
@@ -107,8 +113,8 @@ def cmd_ls(args: argparse.Namespace) -> int:
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    with open_catalogue(get_settings()) as catalogue:
-        stats = catalogue.stats()
+    with open_catalogue_access(get_settings()) as opened:
+        stats = opened.catalogue.stats()
     if args.json:
         _print_json(stats)
         return 0
@@ -123,8 +129,12 @@ def cmd_stats(args: argparse.Namespace) -> int:
 
 def cmd_reindex(args: argparse.Namespace) -> int:
     settings = get_settings()
-    with open_storage(settings) as storage, open_catalogue(settings) as catalogue:
-        report = reindex(storage.objects, catalogue, settings, prune=not args.no_prune)
+    with open_storage(settings) as storage, open_catalogue_access(settings) as opened:
+        # Bucket reads on threads here, also when attached to the service's Ray cluster: its
+        # CPUs are for audio work. storage.reindex takes a Catalogue; it only calls
+        # CatalogueAccess methods.
+        report = reindex(storage.objects, cast(Catalogue, opened.catalogue), settings,
+                         prune=not args.no_prune, parallel="threads")
     if args.json:
         _print_json(report)
     else:
@@ -157,9 +167,10 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
                 for key in removed:
                     print(f"  {key}")
             return 0
-        with open_catalogue(settings) as catalogue:
-            report = cleanup_older_than(storage.objects, catalogue, settings,
-                                        parse_duration(args.older_than), dry_run=args.dry_run)
+        with open_catalogue_access(settings) as opened:
+            report = cleanup_older_than(storage.objects, cast(Catalogue, opened.catalogue),
+                                        settings, parse_duration(args.older_than),
+                                        dry_run=args.dry_run)
     if args.json:
         _print_json(report)
     else:
