@@ -25,6 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from deployments.served_models import ModelTable
+from engines import theory
+from engines.loader import EngineName
 from engines.requests import (
     MIN_DURATION_S,
     TEXT_PATTERN,
@@ -32,14 +35,13 @@ from engines.requests import (
     Limits,
     check_limits,
     check_text,
-    engine_of,
     parse_request,
 )
 from functions.encode import EncodeOptions, PcmSubtype
 from functions.normalize import DEFAULT_PRESET, PresetName
 from functions.pipeline import ClipOptions
 from jobs.callbacks import EventFilter
-from musicfn.errors import InputError, UnsupportedError
+from musicfn.errors import InputError
 from musicfn.validation import integral
 from storage.jobs_schema import JobView
 from storage.sidecar import Sidecar
@@ -131,8 +133,19 @@ class OutputBody(_Strict):
         return self
 
 
+TRACK_ID_PATTERN = r"^[0-7][0-9a-hjkmnp-tv-z]{25}$"
+
+
+class TrackRef(_Strict):
+    """A stored track used as reference audio (a generation, or an upload stored with
+    ``/v1/analyses?store=true``)."""
+
+    track_id: str = Field(pattern=TRACK_ID_PATTERN, description="a completed track's id")
+
+
 class GenerationBody(_Strict):
-    """``POST /v1/generations``."""
+    """``POST /v1/generations`` (as JSON, or as the ``request`` part of a multipart body whose
+    other part is the melody or continuation audio file)."""
 
     prompt: Text = Field(min_length=1, max_length=4000,
                          json_schema_extra={"pattern": TEXT_PATTERN},
@@ -140,7 +153,7 @@ class GenerationBody(_Strict):
                                      "most the live limit of characters")
     duration_s: StrictFloat = Field(ge=MIN_DURATION_S, allow_inf_nan=False,
                                     description="seconds, at most the live limit")
-    engine: Literal["audiocraft", "synth"] | None = Field(
+    engine: EngineName | None = Field(
         default=None, description="must be the engine this deployment runs")
     model: str | None = Field(default=None, max_length=200,
                               description="must be the model this deployment serves")
@@ -153,7 +166,8 @@ class GenerationBody(_Strict):
         default=None, min_length=1, max_length=7, json_schema_extra={"uniqueItems": True},
         description="each at most once; an alias (pad, keys, vocal, drum) and its stem count "
                     "as one")
-    bpm: StrictFloat | None = Field(default=None, ge=30, le=300, allow_inf_nan=False)
+    bpm: StrictFloat | None = Field(default=None, ge=theory.MIN_BPM, le=theory.MAX_BPM,
+                                    allow_inf_nan=False)
     key: str | None = Field(default=None, max_length=16, pattern=KEY_PATTERN)
     chords: list[ChordSymbol] | None = Field(default=None, min_length=1, max_length=16)
     style: Text | None = Field(default=None, max_length=100,
@@ -168,6 +182,12 @@ class GenerationBody(_Strict):
         default=None, max_length=2,
         description="callbacks to send: 'start' (running) and/or 'completed' (any end); "
                     "default ['completed']")
+    melody: TrackRef | None = Field(
+        default=None, description="a stored track whose melody conditions the generation "
+                                  "(melody models only); or upload the file (multipart)")
+    continuation: TrackRef | None = Field(
+        default=None, description="a stored track to continue: the result starts with it "
+                                  "(shorter than duration_s and 30 s); or upload the file")
 
     @field_validator("stems")
     @classmethod
@@ -176,15 +196,19 @@ class GenerationBody(_Strict):
             raise ValueError("each stem at most once")
         return v
 
-    def generation_request(self, limits: Limits, served_model: str) -> GenerationRequest:
-        """The engine request (validated, limits checked, seed assigned when missing);
+    @model_validator(mode="after")
+    def _one_reference(self) -> GenerationBody:
+        if self.melody is not None and self.continuation is not None:
+            raise ValueError("give either melody or continuation audio, not both")
+        return self
+
+    def generation_request(self, limits: Limits,
+                           served: str | ModelTable) -> GenerationRequest:
+        """The engine request (validated, limits checked, seed assigned when missing) on the
+        served model it asks for (``served``: the deployment's model table, or its one model);
         UnsupportedError (400) for an engine or model this deployment does not run."""
-        if self.engine is not None and self.engine != engine_of(served_model):
-            raise UnsupportedError(f"engine: this deployment runs {engine_of(served_model)!r}, "
-                                   f"not {self.engine!r}", code="engine_not_served")
-        if self.model is not None and self.model != served_model:
-            raise UnsupportedError(f"model: this deployment serves {served_model!r}, not "
-                                   f"{self.model!r}", code="model_not_served")
+        table = served if isinstance(served, ModelTable) else ModelTable.single(served)
+        served_model = table.resolve(self.engine, self.model)
         # The limits count what was sent (the engine request trims the prompt, merges stems).
         check_limits(limits, duration_s=self.duration_s, prompt_chars=len(self.prompt),
                      stems=len(self.stems or ()))
@@ -205,9 +229,15 @@ class GenerationBody(_Strict):
         return ClipOptions(preset=self.loudness.preset, target_lufs=self.loudness.target_lufs,
                            ceiling_dbtp=self.loudness.ceiling_dbtp, encoding=encoding)
 
-    def fingerprint(self) -> str:
-        """sha256 of the canonical body: the same Idempotency-Key must come with this."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+    def fingerprint(self, upload_sha256: str | None = None) -> str:
+        """sha256 of the canonical body (and of an uploaded file's digest): the same
+        Idempotency-Key must come with this."""
+        # Without reference audio the fingerprint is what it was before these fields existed.
+        document = self.model_dump(mode="json", exclude={
+            name for name in ("melody", "continuation") if getattr(self, name) is None})
+        if upload_sha256 is not None:
+            document["upload_sha256"] = upload_sha256
+        canonical = json.dumps(document, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()
 
 

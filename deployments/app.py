@@ -13,6 +13,7 @@ from ray.serve import Application
 
 from deployments.ingress import Ingress
 from deployments.musicgen import build_app as build_musicgen
+from deployments.musicgen_config import default_model_of
 from deployments.poller import EventPoller
 from deployments.runner import JobRunner
 
@@ -24,8 +25,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     values = dict(args or {})
     settings = values.pop("settings", None)
     engine_app = build_musicgen(values)
-    model = "synth" if values.get("engine") == "synth" else str(
-        values.get("model", "facebook/musicgen-small"))
+    model = default_model_of(values)
     runner: Any = JobRunner
     ingress: Any = Ingress
     poller: Any = EventPoller

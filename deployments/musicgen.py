@@ -1,10 +1,15 @@
-"""The MusicGen Serve deployment: one engine per replica, batched, seeded, limit-checked.
+"""The MusicGen Serve deployment: one engine (or an LRU of several) per replica, batched.
 
 Requests are validated and checked against the live limits before anything reaches the engine.
 Each request becomes one job per stem (or one job); jobs from concurrent requests are gathered
 by ``@serve.batch`` and handed to the engine, which runs only jobs with identical generation
 params together. ``max_batch_size``, ``batch_wait_timeout_s`` and the limits come from
 ``user_config`` and change live through ``reconfigure``.
+
+Several models (app args ``models``, ``default_model``, ``max_models_per_replica``) are served
+with Ray Serve model multiplexing (``deployments.model_pool``): callers pass the model as
+``handle.options(multiplexed_model_id=...)`` so Serve routes to a replica that holds it; a
+batch only ever runs jobs of one model together.
 
 Build the application with ``build_app(args)`` (also the ``import_path`` for a Serve config:
 ``deployments.musicgen:build_app``). A GPU-pinned application on a cluster without GPUs fails
@@ -20,15 +25,23 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
 from deployments import gpu_check
 from deployments.faults import FaultInjection
+from deployments.model_pool import LoadedModel, ModelPool
+from deployments.musicgen_config import (
+    MusicGenAppArgs,
+    MusicGenUserConfig,
+    default_model_of,
+    parse_app_args,
+)
+from deployments.served_models import ModelTable, ReplicaModels
 from engines.base import GeneratedAudio, GenerationJob
-from engines.loader import Device, EngineSpec, load_engine, parse_spec
+from engines.loader import Device, EngineSpec, parse_spec
 from engines.requests import (
     GenerationRequest,
     GenerationResult,
@@ -43,24 +56,12 @@ from musicfn.errors import (
     EngineError,
     EngineOverloadedError,
     MusicfnError,
-    UnsupportedError,
 )
 from musicfn.logs import configure_json_logging_in_worker
 
 log = logging.getLogger(__name__)
 
 DEPLOYMENT_NAME = "MusicGen"
-
-
-class MusicGenUserConfig(BaseModel):
-    """The live-reconfigurable part of the deployment (Serve ``user_config``)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    max_batch_size: int = Field(default=8, ge=1, le=64)
-    batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
-    limits: Limits = Limits()
-    fault_injection: FaultInjection | None = None  # tests only (deployments.faults)
 
 
 @serve.deployment(
@@ -74,21 +75,23 @@ class MusicGenUserConfig(BaseModel):
     graceful_shutdown_timeout_s=120,
 )
 class MusicGenDeployment:
-    """Loads the engine once in ``__init__`` and serves ``generate`` calls."""
+    """Loads the engine in ``__init__`` (or its models on demand) and serves ``generate``."""
 
-    def __init__(self, spec: Mapping[str, Any]) -> None:
+    def __init__(self, spec: Mapping[str, Any], models: Mapping[str, Any] | None = None) -> None:
         configure_json_logging_in_worker()
         started = time.perf_counter()
-        self._engine = load_engine(parse_spec(dict(spec)))
+        self._spec = parse_spec(dict(spec))
+        table = None if models is None else ModelTable.model_validate(dict(models))
+        self._pool = ModelPool(table, spec=self._spec)
         self._load_time_s = time.perf_counter() - started
-        self._info = self._engine.describe()
         self._limits = Limits()
         self._progress: dict[str, float] = {}
         self._pending_jobs = 0
         self._faults: FaultInjection | None = None
         self._requests = 0
         self._batches: list[int] = []
-        log.info("loaded %s in %.2f s", self._info, self._load_time_s)
+        log.info("serving %s (default %s) after %.2f s", ", ".join(self._pool.table.models),
+                 self._pool.default, self._load_time_s)
 
     def reconfigure(self, user_config: Mapping[str, Any]) -> None:
         """Apply batch size, batch wait and limits from ``user_config`` (live)."""
@@ -112,14 +115,12 @@ class MusicGenDeployment:
         ``EngineOverloadedError`` when the queue is full or the device ran out of memory.
         """
         req = parse_request(request, self._limits)
-        if req.model is not None and req.model != self._info.model:
-            raise UnsupportedError(
-                f"this deployment serves {self._info.model!r}, not {req.model!r}",
-                code="model_not_served",
-            )
+        # The request names its model; the multiplexed id (the routing hint) is the fallback.
+        name = req.model or serve.get_multiplexed_model_id() or self._pool.default
+        model = await self._pool.get(name)
         jobs = jobs_for(req)
         for job in jobs:
-            self._engine.validate(job)
+            model.engine.validate(job)
         if self._pending_jobs + len(jobs) > self._limits.max_pending_jobs:
             raise EngineOverloadedError(
                 f"{self._pending_jobs} jobs already queued (limit "
@@ -132,7 +133,7 @@ class MusicGenDeployment:
         try:
             if self._faults is not None:
                 await self._faults.hold()
-            outputs = await asyncio.gather(*(self._generate_batch(job) for job in jobs))
+            outputs = await asyncio.gather(*(self._generate_batch((model, job)) for job in jobs))
         finally:
             self._pending_jobs -= len(jobs)
             metrics.set_queue_depth(DEPLOYMENT_NAME, self._pending_jobs)
@@ -143,11 +144,27 @@ class MusicGenDeployment:
             if isinstance(out, BaseException):
                 raise out
             audios.append(out)
-        return self._result(req, jobs, audios)
+        return self._result(req, model, jobs, audios)
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.05)
     async def _generate_batch(
-        self, jobs: list[GenerationJob]
+        self, items: list[tuple[LoadedModel, GenerationJob]]
+    ) -> list[GeneratedAudio | MusicfnError]:
+        # Serve splits batches by multiplexed model id; calls without one (or with a hint
+        # other than the request's model) may still mix models here: run one model at a time.
+        out: list[GeneratedAudio | MusicfnError] = [EngineError("not generated")] * len(items)
+        groups: dict[str, list[int]] = {}
+        for i, (model, _) in enumerate(items):
+            groups.setdefault(model.name, []).append(i)
+        for idxs in groups.values():
+            model = items[idxs[0]][0]
+            done = await self._run(model, [items[i][1] for i in idxs])
+            for i, result in zip(idxs, done, strict=True):
+                out[i] = result
+        return out
+
+    async def _run(
+        self, model: LoadedModel, jobs: list[GenerationJob]
     ) -> list[GeneratedAudio | MusicfnError]:
         self._batches.append(len(jobs))
         del self._batches[:-100]
@@ -155,23 +172,22 @@ class MusicGenDeployment:
         try:
             # A worker thread keeps the event loop free for health checks and for gathering
             # the next batch while this one runs.
-            done = await asyncio.to_thread(self._engine.generate, jobs, self._on_progress)
-            metrics.record_audio_seconds(self._info.engine, sum(
+            done = await asyncio.to_thread(model.engine.generate, jobs, self._on_progress)
+            metrics.record_audio_seconds(model.info.engine, sum(
                 out.audio.shape[-1] / out.sample_rate for out in done))
-            return list(done)
+            return [*done]
         except MusicfnError as exc:
             return [exc] * len(jobs)
         except Exception as exc:
-            log.exception("engine failed on a batch of %d", len(jobs))
+            log.exception("engine failed on a batch of %d (%s)", len(jobs), model.name)
             return [EngineError(f"engine failed: {type(exc).__name__}: {exc}")] * len(jobs)
 
     def _on_progress(self, request_ids: Sequence[str], fraction: float) -> None:
         for rid in request_ids:
             self._progress[rid] = fraction
 
-    def _result(
-        self, req: GenerationRequest, jobs: list[GenerationJob], audios: list[GeneratedAudio]
-    ) -> GenerationResult:
+    def _result(self, req: GenerationRequest, model: LoadedModel, jobs: list[GenerationJob],
+                audios: list[GeneratedAudio]) -> GenerationResult:
         if req.seed is None:  # parse_request always assigns one
             raise EngineError("internal error: request reached the engine without a seed")
         stems = None
@@ -186,8 +202,8 @@ class MusicGenDeployment:
             audio = audios[0].audio
         return GenerationResult(
             request_id=req.request_id,
-            engine=self._info.engine,
-            model=self._info.model,
+            engine=model.info.engine,
+            model=model.name,
             seed=req.seed,
             sample_rate=audios[0].sample_rate,
             audio=audio,
@@ -207,11 +223,21 @@ class MusicGenDeployment:
         return self._progress.get(request_id)
 
     async def describe(self) -> dict[str, Any]:
-        """Engine identity and capabilities."""
-        info = self._info
-        sup = self._engine.supports
+        """Identity and capabilities of the default model's engine (from its spec while this
+        replica has not loaded it)."""
+        default = self._pool.default
+        loaded = self._pool.peek(default)
+        if loaded is None:
+            spec = self._pool.spec_of(default)
+            facts = self._pool.table.supports(default)
+            return {"engine": spec.engine, "model": default, "device": spec.device,
+                    "dtype": None, "versions": {}, "loaded": False,
+                    "supports": {**facts.model_dump(), "stereo": None, "sample_rate": None,
+                                 "channels": None}}
+        info = loaded.info
+        sup = loaded.engine.supports
         return {
-            "engine": info.engine, "model": info.model, "device": info.device,
+            "engine": info.engine, "model": loaded.name, "device": info.device,
             "dtype": info.dtype, "versions": dict(info.versions),
             "supports": {
                 "melody": sup.melody, "continuation": sup.continuation, "stereo": sup.stereo,
@@ -220,16 +246,21 @@ class MusicGenDeployment:
             },
         }
 
+    async def models(self) -> ReplicaModels:
+        """The served models (the table: their one owner), and what this replica holds now."""
+        return self._pool.report()
+
     async def stats(self) -> dict[str, Any]:
         """Load time, host (and GPU) memory, request count and recent batch sizes."""
         batcher: Any = self._generate_batch
         device_bytes = None
-        if self._info.device.startswith("cuda"):
+        if self._spec.device == "cuda":
             import torch
 
             device_bytes = int(torch.cuda.memory_allocated())
         return {
             "load_time_s": self._load_time_s,
+            "loaded_models": self._pool.loaded(),
             "rss_bytes": _rss_bytes(),
             "device_allocated_bytes": device_bytes,
             "requests": self._requests,
@@ -243,37 +274,13 @@ class MusicGenDeployment:
         """A tiny op on the engine's device (Serve restarts the replica if this raises)."""
         if self._faults is not None:
             self._faults.check_health()
-        await asyncio.to_thread(self._engine.check_health)
+        for engine in self._pool.engines():
+            await asyncio.to_thread(engine.check_health)
 
 
 def _rss_bytes() -> int:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-class MusicGenAppArgs(BaseModel):
-    """Arguments of ``build_app`` (the ``args:`` of a Serve config application)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    engine: str = "audiocraft"
-    model: str = "facebook/musicgen-small"
-    device: Device = "cuda"
-    max_long_form_s: float = Field(default=120.0, gt=0.0, le=600.0)
-    num_replicas: int = Field(default=1, ge=1, le=64)
-    num_cpus: float = Field(default=1.0, ge=0.0)
-    max_batch_size: int = Field(default=8, ge=1, le=64)
-    batch_wait_timeout_s: float = Field(default=0.05, ge=0.0, le=5.0)
-    max_duration_s: float | None = Field(default=None, gt=0.0, le=600.0)
-    max_prompt_chars: int | None = Field(default=None, ge=1, le=4000)
-    max_pending_jobs: int | None = Field(default=None, ge=1, le=10_000)
-    # Off only for clusters whose GPU nodes appear through autoscaling.
-    gpu_check: bool = True
-    # Serve queueing and health checks; None keeps the deployment's defaults.
-    max_ongoing_requests: int | None = Field(default=None, ge=1)
-    max_queued_requests: int | None = Field(default=None, ge=-1)
-    health_check_period_s: float | None = Field(default=None, gt=0.0)
-    fault_injection: FaultInjection | None = None  # tests only (deployments.faults)
 
 
 def build_app(args: Mapping[str, Any] | None = None) -> Application:
@@ -282,12 +289,10 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     Raises ``NoGpuError`` at once when it would pin replicas to GPUs the cluster lacks,
     ``ConfigurationError`` for bad args.
     """
-    try:
-        a = MusicGenAppArgs.model_validate(dict(args or {}))
-    except ValidationError as exc:
-        raise ConfigurationError(f"invalid MusicGen app args: {exc}") from None
+    a, table = parse_app_args(args)
+    engines = {m.engine for m in table.models.values()} if table else {a.engine}
     device: Device = a.device
-    if a.engine == "synth":
+    if engines == {"synth"}:
         device = "cpu"
     elif device == "auto":
         device = "cuda" if gpu_check.cluster_gpus() >= 1 else "cpu"
@@ -296,8 +301,8 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
     num_gpus = 1 if device == "cuda" else 0
     if a.gpu_check:
         gpu_check.require_gpus(
-            num_gpus, replicas=a.num_replicas, what=f"MusicGen ({a.model} on {device})"
-        )
+            num_gpus, replicas=a.num_replicas,
+            what=f"MusicGen ({', '.join(table.models) if table else a.model} on {device})")
     limits = Limits.model_validate({k: v for k, v in (("max_duration_s", a.max_duration_s),
                                                       ("max_prompt_chars", a.max_prompt_chars),
                                                       ("max_pending_jobs", a.max_pending_jobs))
@@ -316,7 +321,7 @@ def build_app(args: Mapping[str, Any] | None = None) -> Application:
         user_config=user_config.model_dump(),
         max_ongoing_requests=a.max_ongoing_requests or max(64, 2 * a.max_batch_size),
         **serving,
-    ).bind(spec.model_dump())
+    ).bind(spec.model_dump(), None if table is None else table.model_dump())
     return app
 
 
@@ -328,4 +333,5 @@ def deploy(
     return serve.run(app, name=name, route_prefix=route_prefix)
 
 
-__all__ = ["EngineSpec", "MusicGenDeployment", "build_app", "deploy"]
+__all__ = ["EngineSpec", "MusicGenAppArgs", "MusicGenDeployment", "MusicGenUserConfig",
+           "build_app", "default_model_of", "deploy"]

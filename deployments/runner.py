@@ -47,11 +47,19 @@ class JobRunner:
         self._stop = asyncio.Event()
         self._loop_task = asyncio.create_task(self.runner.run(self._stop))
         self._depth_task = asyncio.create_task(self._watch_depth())
-        # Start and warm the audio workers now, so the first job does not pay for it.
-        threading.Thread(target=warm_up_workers, name="warm-up", daemon=True).start()
+        self._warming: threading.Thread | None = None
+
+    def _warm_up(self) -> None:
+        """Start and warm the audio workers once, when the first work shows up (a nudge, or a
+        queue depth above 0). Not in the constructor: the worker processes would compete with
+        the replicas' imports while the application deploys."""
+        if self._warming is None:
+            self._warming = threading.Thread(target=warm_up_workers, name="warm-up", daemon=True)
+            self._warming.start()
 
     async def nudge(self) -> None:
         """Work is waiting: lease now."""
+        self._warm_up()
         self.runner.nudge()
 
     async def status(self) -> dict[str, Any]:
@@ -72,6 +80,8 @@ class JobRunner:
         while not self._stop.is_set():
             with contextlib.suppress(Exception):
                 self._depth = await queue.depth()
+                if self._depth:
+                    self._warm_up()
                 metrics.set_queue_depth("jobs", self._depth)
             await asyncio.sleep(self.settings.job_poll_interval_s)
 

@@ -16,7 +16,7 @@ import copy
 import math
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
@@ -83,10 +83,12 @@ def load_serve_config(path: Path, *, overrides: EngineOverrides | None) -> dict[
 def apply_overrides(config: Mapping[str, Any], overrides: EngineOverrides) -> dict[str, Any]:
     """A copy of ``config`` with ``overrides`` applied to every musicfn application.
 
-    Changes only ``args.engine/model/device`` and, for the CPU, MusicGen's
+    Changes only ``args.engine/model/device`` (dropping a multi-model table when it picks the
+    synth engine or a model of its own) and, for the CPU, MusicGen's
     ``ray_actor_options.num_gpus`` (to 0) and ``num_cpus`` (see ``EngineOverrides``).
     """
     from deployments.musicgen import DEPLOYMENT_NAME
+    from deployments.musicgen_config import MULTI_MODEL_ARGS
 
     result = copy.deepcopy(dict(config))
     apps = [a for a in result.get("applications") or []
@@ -99,6 +101,9 @@ def apply_overrides(config: Mapping[str, Any], overrides: EngineOverrides) -> di
         args["engine"], args["device"] = overrides.engine, overrides.device
         if overrides.model is not None:
             args["model"] = overrides.model
+        if overrides.engine == "synth" or overrides.model is not None:
+            for key in MULTI_MODEL_ARGS:  # this machine serves the one model it chose
+                args.pop(key, None)
         if overrides.device != "cpu":
             continue
         for deployment in app.get("deployments") or []:
@@ -203,13 +208,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def deploy_config(config: Mapping[str, Any], *, http_host: str | None = None,
-                  http_port: int | None = None, timeout_s: float = 600.0) -> str:
+                  http_port: int | None = None, timeout_s: float = 600.0,
+                  on_status: Callable[[Mapping[str, Any]], None] | None = None) -> str:
     """Deploy ``config`` on the connected Ray cluster and wait until its apps are RUNNING.
 
     Starts Serve with the config's proxy location and ``http_options`` (``http_host`` /
     ``http_port`` replace the YAML's when given), then submits the whole config to the Serve
     controller as ``serve run config.yaml`` does: no dashboard or REST API needed. Returns the
-    proxy's base URL (applications live under their ``route_prefix``).
+    proxy's base URL (applications live under their ``route_prefix``). ``on_status``, when
+    given, sees ``serve.status().applications`` at each poll while waiting (start-up timing).
 
     Raises ``NoGpuError`` before deploying when the deployments pin more GPUs than the
     cluster has (Serve would wait for them forever), and ``ConfigurationError`` when an
@@ -231,7 +238,7 @@ def deploy_config(config: Mapping[str, Any], *, http_host: str | None = None,
                 grpc_options=schema.grpc_options.model_dump(),
                 controller_options=schema.controller_options)
     _controller_client().deploy_apps(schema, _blocking=False)
-    _wait_running([app.name for app in schema.applications], timeout_s)
+    _wait_running([app.name for app in schema.applications], timeout_s, on_status)
     host = schema.http_options.host
     host = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # noqa: S104 - a client URL
     return f"http://{f'[{host}]' if ':' in host else host}:{schema.http_options.port}"
@@ -270,12 +277,15 @@ def _initial_replicas(deployment: Any) -> int:
     return max(1, int(autoscaling.get("initial_replicas") or autoscaling.get("min_replicas", 1)))
 
 
-def _wait_running(app_names: Sequence[str], timeout_s: float) -> None:
+def _wait_running(app_names: Sequence[str], timeout_s: float,
+                  on_status: Callable[[Mapping[str, Any]], None] | None = None) -> None:
     from ray import serve
 
     deadline = time.monotonic() + timeout_s
     while True:
         apps = serve.status().applications
+        if on_status is not None:
+            on_status(apps)
         states: dict[str, Any] = {name: apps.get(name) for name in app_names}
         if all(s is not None and s.status == "RUNNING" for s in states.values()):
             return
@@ -286,7 +296,7 @@ def _wait_running(app_names: Sequence[str], timeout_s: float) -> None:
             verdict = "failed" if failed else f"not RUNNING after {timeout_s:g} s"
             raise ConfigurationError(f"Serve deployment {verdict}: " + " | ".join(
                 _describe(name, state) for name, state in problems.items()))
-        time.sleep(0.5)
+        time.sleep(0.2)
 
 
 def _describe(name: str, state: Any) -> str:

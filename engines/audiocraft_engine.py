@@ -25,9 +25,11 @@ from engines.base import (
     GeneratedAudio,
     GenerationJob,
     ProgressCallback,
-    group_indices,
+    check_torch_device,
+    generate_grouped,
 )
-from engines.requests import KNOWN_MODELS
+from engines.progress import WindowProgress, window_token_counts
+from engines.requests import KNOWN_MODELS, served_name
 from engines.tiny_model import is_model_dir
 from musicfn.errors import (
     ConfigurationError,
@@ -47,13 +49,12 @@ ENGINE_NAME = "audiocraft"
 
 def model_label(name_or_dir: str) -> str:
     """How a model is named in results: its HF id, or ``local:<dir name>`` for a checkpoint dir."""
-    if name_or_dir in KNOWN_MODELS:
-        return name_or_dir
-    return f"local:{Path(name_or_dir).resolve().name}"
+    return served_name("audiocraft", name_or_dir)
 
 
 class AudiocraftEngine:
-    """MusicGen loaded once with ``MusicGen.get_pretrained(name_or_local_dir, device)``.
+    """MusicGen loaded once, as ``MusicGen.get_pretrained(name_or_local_dir, device)`` loads it
+    but without its throw-away random initialisation (``engines.fast_load``).
 
     fp16 on CUDA (audiocraft's loader picks float16 weights + autocast there), float32 on CPU.
     ``max_duration_s`` caps long-form generation, which goes beyond the model's single-pass
@@ -72,11 +73,11 @@ class AudiocraftEngine:
                 f"device {device!r} requested but this process sees no CUDA GPU; "
                 "use device 'cpu' (musicfn --device cpu)"
             )
-        from audiocraft.models.musicgen import MusicGen
+        from engines.fast_load import load_musicgen
 
         seeding.install()
         try:
-            self._model = MusicGen.get_pretrained(model, device=device)
+            self._model = load_musicgen(model, device=device)
         except (OSError, RuntimeError, KeyError, ValueError) as exc:
             raise EngineError(f"could not load {model!r}: {exc}", code="model_load_failed") from exc
         self._label = model_label(model)
@@ -84,7 +85,6 @@ class AudiocraftEngine:
         self._lock = threading.Lock()
         lm = self._model.lm
         self._card = int(lm.card)
-        self._num_codebooks = int(lm.num_codebooks)
         self._has_melody = "self_wav" in lm.condition_provider.conditioners
         self._supports = EngineSupports(
             melody=self._has_melody,
@@ -149,22 +149,13 @@ class AudiocraftEngine:
         self, jobs: Sequence[GenerationJob], progress: ProgressCallback | None = None
     ) -> list[GeneratedAudio]:
         """Generate ``jobs`` group by group (identical params and conditioning shape per group)."""
-        out: list[GeneratedAudio | None] = [None] * len(jobs)
-        for idxs in group_indices(jobs, self._batch_key):
-            group = [jobs[i] for i in idxs]
-            for i, audio in zip(idxs, self._generate_group(group, progress), strict=True):
-                out[i] = GeneratedAudio(audio, self._supports.sample_rate, len(group))
-        return [g for g in out if g is not None]
+        return generate_grouped(jobs, self._batch_key,
+                                lambda group: self._generate_group(group, progress),
+                                self._supports.sample_rate)
 
     def check_health(self) -> None:
         """A tiny computation on the model's device."""
-        try:
-            x = torch.ones(16, device=self._device)
-            value = float((x * 2).sum().item())
-        except RuntimeError as exc:
-            raise EngineError(f"device {self._device} failed a health op: {exc}") from exc
-        if value != 32.0:
-            raise EngineError(f"device {self._device} computed {value} for a 32.0 health op")
+        check_torch_device(self._device)
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -230,13 +221,15 @@ class AudiocraftEngine:
         # when someone listens.
         report = progress is not None and bool(ids)
         if report and progress is not None:
-            total_steps = frames + self._num_codebooks - 1
-            done = [0.0]
+            prompt_frames = 0 if first.continuation is None else math.ceil(
+                first.continuation.duration_s * frame_rate)
+            # One fraction over every window (long form re-generates overlaps, see progress).
+            tracker = WindowProgress(window_token_counts(
+                frames, int(model.max_duration * frame_rate),
+                int(frame_rate * params.extend_stride), prompt_frames))
 
-            def on_tokens(generated: int, _to_generate: int) -> None:
-                # Long-form windows overlap, so the raw count steps back at each new window.
-                done[0] = max(done[0], min(1.0, generated / total_steps))
-                progress(ids, done[0])
+            def on_tokens(generated: int, to_generate: int) -> None:
+                progress(ids, tracker.update(generated, to_generate))
 
             model.set_custom_progress_callback(on_tokens)
         else:

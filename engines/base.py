@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from engines.requests import AudioInput, GenerationParams
+from musicfn.errors import EngineError
 
 # Called with (request ids of the jobs concerned, fraction done in [0, 1]).
 ProgressCallback = Callable[[Sequence[str], float], None]
@@ -104,3 +105,31 @@ def group_indices(jobs: Sequence[GenerationJob], key: Callable[[GenerationJob], 
     for i, job in enumerate(jobs):
         groups.setdefault(key(job), []).append(i)
     return list(groups.values())
+
+
+def generate_grouped(
+    jobs: Sequence[GenerationJob],
+    key: Callable[[GenerationJob], Hashable],
+    run_group: Callable[[list[GenerationJob]], Sequence[np.ndarray]],
+    sample_rate: int,
+) -> list[GeneratedAudio]:
+    """Generate ``jobs`` group by group (``key`` equal within a group: params, conditioning
+    shape), each group in one ``run_group`` call; results in the order of ``jobs``."""
+    out: list[GeneratedAudio | None] = [None] * len(jobs)
+    for idxs in group_indices(jobs, key):
+        group = [jobs[i] for i in idxs]
+        for i, audio in zip(idxs, run_group(group), strict=True):
+            out[i] = GeneratedAudio(audio, sample_rate, len(group))
+    return [g for g in out if g is not None]
+
+
+def check_torch_device(device: Any) -> None:
+    """A tiny computation on a torch ``device``; ``EngineError`` if it fails or is wrong."""
+    import torch
+
+    try:
+        value = float((torch.ones(16, device=device) * 2).sum().item())
+    except RuntimeError as exc:
+        raise EngineError(f"device {device} failed a health op: {exc}") from exc
+    if value != 32.0:
+        raise EngineError(f"device {device} computed {value} for a 32.0 health op")

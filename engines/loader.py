@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -10,14 +10,22 @@ from engines.base import Engine
 from musicfn.errors import ConfigurationError
 
 Device = Literal["auto", "cuda", "cpu"]
+# The engines musicfn can run: the one list every config, request model and CLI reads.
+EngineName = Literal["audiocraft", "transformers", "synth"]
+ENGINE_NAMES: tuple[str, ...] = get_args(EngineName)
 
 
 class EngineSpec(BaseModel):
-    """Engine name, model (HF id or local checkpoint dir), device and long-form cap."""
+    """Engine name, model (HF id or local checkpoint dir), device and long-form cap.
+
+    ``engine`` decides how ``model`` is loaded: the ``facebook/musicgen-*`` repos hold both
+    audiocraft and transformers weights, so an HF id means either; a local directory must be
+    the matching kind (audiocraft: ``state_dict.bin`` pair; transformers: ``save_pretrained``).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    engine: Literal["audiocraft", "synth"] = "audiocraft"
+    engine: EngineName = "audiocraft"
     model: str = "facebook/musicgen-small"
     # "auto" is resolved (cuda when the cluster has GPUs, else cpu) before the spec ships.
     device: Device = "cuda"
@@ -37,12 +45,16 @@ def parse_spec(data: EngineSpec | dict[str, object]) -> EngineSpec:
 
 
 def load_engine(spec: EngineSpec) -> Engine:
-    """Build the engine ``spec`` describes (loads model weights for audiocraft)."""
+    """Build the engine ``spec`` describes (loads model weights for audiocraft/transformers)."""
     if spec.engine == "synth":
         from engines.synth import SynthEngine
 
         return SynthEngine(max_duration_s=spec.max_duration_s)
+    device = "cpu" if spec.device == "auto" else spec.device
+    if spec.engine == "transformers":
+        from engines.transformers_engine import TransformersEngine
+
+        return TransformersEngine(spec.model, device=device, max_duration_s=spec.max_duration_s)
     from engines.audiocraft_engine import AudiocraftEngine
 
-    device = "cpu" if spec.device == "auto" else spec.device
     return AudiocraftEngine(spec.model, device=device, max_duration_s=spec.max_duration_s)

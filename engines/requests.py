@@ -15,6 +15,7 @@ import math
 import re
 import secrets
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -32,6 +33,12 @@ from pydantic import (
 )
 
 from engines import theory
+from engines.audio_inputs import (
+    INPUT_CHANNELS,
+    MAX_INPUT_AUDIO_S,
+    MAX_INPUT_SAMPLE_RATE,
+    MIN_INPUT_SAMPLE_RATE,
+)
 from musicfn.errors import InvalidRequestError, LimitExceededError
 
 # Hugging Face ids audiocraft can load; anything else must be a local checkpoint directory.
@@ -48,6 +55,8 @@ KNOWN_MODELS = (
     "facebook/musicgen-stereo-melody-large",
 )
 SYNTH_MODEL = "synth"
+# Models the transformers engine runs are named "transformers:<HF id | local:<label>>".
+TRANSFORMERS_PREFIX = "transformers:"
 # A locally built checkpoint is named "local:<label>" in requests and results.
 _LOCAL_MODEL_RE = re.compile(r"^local:[A-Za-z0-9._-]{1,64}$")
 
@@ -67,7 +76,6 @@ MAX_SEED = 2**63 - 1
 MIN_DURATION_S = 0.1
 # Absolute ceilings; the configured Limits are usually much lower.
 _HARD_MAX_PROMPT = 4000
-_MAX_INPUT_AUDIO_S = 60.0
 
 
 def _stem_alias(value: object) -> object:
@@ -84,9 +92,23 @@ def check_text(value: str) -> str:
     return value
 
 
+def served_name(engine: str, name_or_dir: str) -> str:
+    """How a model is named in requests and results: its HF id or ``local:<dir name>`` for a
+    checkpoint directory, prefixed ``transformers:`` for the transformers engine; ``synth``."""
+    if engine == "synth":
+        return SYNTH_MODEL
+    bare = name_or_dir.removeprefix(TRANSFORMERS_PREFIX)
+    if bare not in KNOWN_MODELS and not _LOCAL_MODEL_RE.match(bare):
+        bare = f"local:{Path(bare).resolve().name}"
+    return TRANSFORMERS_PREFIX + bare if engine == "transformers" else bare
+
+
 def engine_of(model: str) -> str:
-    """The engine that runs ``model``: ``synth`` for the synth model, else ``audiocraft``."""
-    return "synth" if model == SYNTH_MODEL else "audiocraft"
+    """The engine that runs ``model``: synth, transformers (``transformers:`` names) or
+    audiocraft."""
+    if model == SYNTH_MODEL:
+        return "synth"
+    return "transformers" if model.startswith(TRANSFORMERS_PREFIX) else "audiocraft"
 
 
 class GenerationParams(BaseModel):
@@ -107,7 +129,7 @@ class AudioInput(BaseModel):
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
 
     samples: np.ndarray
-    sample_rate: int = Field(ge=8000, le=192_000)
+    sample_rate: int = Field(ge=MIN_INPUT_SAMPLE_RATE, le=MAX_INPUT_SAMPLE_RATE)
 
     @field_validator("samples", mode="before")
     @classmethod
@@ -115,7 +137,7 @@ class AudioInput(BaseModel):
         arr = np.asarray(v, dtype=np.float32)
         if arr.ndim == 1:
             arr = arr[None, :]
-        if arr.ndim != 2 or arr.shape[0] not in (1, 2) or arr.shape[1] == 0:
+        if arr.ndim != 2 or arr.shape[0] not in INPUT_CHANNELS or arr.shape[1] == 0:
             raise ValueError(
                 f"audio must be (channels, samples) with 1 or 2 channels, got {arr.shape}"
             )
@@ -131,8 +153,8 @@ class AudioInput(BaseModel):
 
     @model_validator(mode="after")
     def _not_too_long(self) -> AudioInput:
-        if self.samples.shape[1] / self.sample_rate > _MAX_INPUT_AUDIO_S:
-            raise ValueError(f"input audio longer than {_MAX_INPUT_AUDIO_S:.0f} s")
+        if self.samples.shape[1] / self.sample_rate > MAX_INPUT_AUDIO_S:
+            raise ValueError(f"input audio longer than {MAX_INPUT_AUDIO_S:.0f} s")
         return self
 
     @property
@@ -152,7 +174,8 @@ class GenerationRequest(BaseModel):
     params: GenerationParams = GenerationParams()
     seed: StrictInt | None = Field(default=None, ge=0, le=MAX_SEED)
     stems: tuple[Annotated[Stem, BeforeValidator(_stem_alias)], ...] | None = None
-    bpm: StrictFloat | None = Field(default=None, ge=30.0, le=300.0, allow_inf_nan=False)
+    bpm: StrictFloat | None = Field(default=None, ge=theory.MIN_BPM, le=theory.MAX_BPM,
+                                    allow_inf_nan=False)
     key: str | None = None
     chords: tuple[str, ...] | None = None
     style: str | None = Field(default=None, max_length=100)
@@ -168,7 +191,9 @@ class GenerationRequest(BaseModel):
     @field_validator("model")
     @classmethod
     def _known_model(cls, v: str | None) -> str | None:
-        if v is None or v in KNOWN_MODELS or v == SYNTH_MODEL or _LOCAL_MODEL_RE.match(v):
+        bare = None if v is None else v.removeprefix(TRANSFORMERS_PREFIX)
+        if bare is None or bare in KNOWN_MODELS or v == SYNTH_MODEL \
+                or _LOCAL_MODEL_RE.match(bare):
             return v
         raise ValueError(f"unknown model {v!r}; known: {', '.join(KNOWN_MODELS)}, {SYNTH_MODEL}")
 

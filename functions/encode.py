@@ -9,71 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import io
-from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import soundfile as sf
-from pydantic import BaseModel, ConfigDict, Field
 
 from functions.audio import Audio, check_audio
-from functions.edit import fade, resample, time_range, trim_silence
+from functions.options import BIT_DEPTH_SUBTYPES as BIT_DEPTH_SUBTYPES
+from functions.options import EncodeOptions as EncodeOptions
+from functions.options import FormatName as FormatName
+from functions.options import PcmSubtype as PcmSubtype
 from functions.results import EncodeFacts
-from musicfn.errors import InvalidRequestError, UnsupportedError
-
-FormatName = Literal["wav", "flac", "ogg", "mp3"]
-PcmSubtype = Literal["PCM_16", "PCM_24", "PCM_32", "FLOAT"]
+from musicfn.errors import UnsupportedError
 
 _CONTAINER = {"wav": "WAV", "flac": "FLAC", "ogg": "OGG", "mp3": "MP3"}
 _MEDIA_TYPE = {"wav": "audio/wav", "flac": "audio/flac", "ogg": "audio/ogg", "mp3": "audio/mpeg"}
-_LOSSY_SUBTYPE = {"ogg": "VORBIS", "mp3": "MPEG_LAYER_III"}
-_PCM_SUBTYPES: dict[str, tuple[str, ...]] = {
-    "wav": ("PCM_16", "PCM_24", "PCM_32", "FLOAT"),
-    "flac": ("PCM_16", "PCM_24"),
-}
 _MP3_MAX_RATE = 48_000
-BIT_DEPTH_SUBTYPES: dict[str, PcmSubtype] = {
-    "16": "PCM_16",
-    "24": "PCM_24",
-    "32": "PCM_32",
-    "float": "FLOAT",
-}
-
-
-class EncodeOptions(BaseModel):
-    """How to encode. ``subtype`` is the PCM sample format for WAV/FLAC (default 16-bit)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    format: FormatName = "wav"
-    subtype: PcmSubtype | None = None
-    sample_rate: Literal[44_100, 48_000] | None = None
-    dither: bool = True
-    dither_seed: int = 0
-    fade_in_s: float = Field(default=0.0, ge=0)
-    fade_out_s: float = Field(default=0.0, ge=0)
-    trim_silence: bool = False
-    trim_threshold_dbfs: float = Field(default=-60.0, le=0)
-    start_s: float | None = Field(default=None, ge=0)
-    end_s: float | None = Field(default=None, gt=0)
-
-    def resolved_subtype(self) -> str:
-        """The libsndfile subtype that will be written."""
-        if self.format in _LOSSY_SUBTYPE:
-            if self.subtype is not None:
-                raise InvalidRequestError(
-                    f"{self.format} is lossy: it has no {self.subtype} sample format",
-                    code="bad_subtype",
-                )
-            return _LOSSY_SUBTYPE[self.format]
-        subtype = self.subtype or "PCM_16"
-        if subtype not in _PCM_SUBTYPES[self.format]:
-            raise UnsupportedError(
-                f"{self.format} cannot store {subtype}; use one of "
-                f"{', '.join(_PCM_SUBTYPES[self.format])}",
-                code="unsupported_subtype",
-            )
-        return subtype
 
 
 def encode(
@@ -84,6 +35,8 @@ def encode(
     Returns the encoded bytes and their facts (format, subtype, rate, channels, frames,
     size, sha256).
     """
+    from functions.edit import fade, resample, time_range, trim_silence  # scipy: tasks only
+
     options = options or EncodeOptions()
     subtype = options.resolved_subtype()
     audio = check_audio(audio, sample_rate)

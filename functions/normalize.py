@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from functions.audio import Audio, check_audio, db_to_lin, lin_to_db
 from functions.limiter import DEFAULT_LOOKAHEAD_S, DEFAULT_RELEASE_S, limit
@@ -23,12 +21,14 @@ from functions.loudness import (
     integrated_lufs,
     loudness_stats,
 )
+from functions.options import DEFAULT_PRESET as DEFAULT_PRESET
+from functions.options import PRESETS as PRESETS
+from functions.options import PresetName as PresetName
+from functions.options import resolve_levels as resolve_levels
+from functions.options import resolve_preset
 from functions.results import NormalizeReport
 from functions.truepeak import sample_peak, true_peak
 from musicfn.errors import InvalidRequestError
-
-PresetName = Literal["streaming", "podcast", "broadcast"]
-DEFAULT_PRESET: PresetName = "podcast"
 
 TOLERANCE_LU = 0.05  # how close to the target the measured output must land
 MAX_LIMITING_DB = 40.0  # past this the limiter is a distortion box, not a limiter: give up
@@ -37,45 +37,6 @@ _LIMITER_PASSES = 8
 _MIN_SLOPE = 0.05  # LU gained per dB of pre-gain below which the ceiling has capped loudness
 _MIN_TARGET, _MAX_TARGET = -60.0, -5.0
 _MIN_CEILING, _MAX_CEILING = -20.0, 0.0
-
-
-class Preset(BaseModel):
-    """A named loudness target and true-peak ceiling."""
-
-    model_config = ConfigDict(frozen=True)
-
-    target_lufs: float
-    ceiling_dbtp: float
-
-
-PRESETS: dict[str, Preset] = {
-    "streaming": Preset(target_lufs=-14.0, ceiling_dbtp=-1.0),
-    "podcast": Preset(target_lufs=-16.0, ceiling_dbtp=-1.0),
-    "broadcast": Preset(target_lufs=-23.0, ceiling_dbtp=-1.0),  # EBU R128
-}
-
-
-def resolve_preset(name: str) -> Preset:
-    """The preset called ``name``; ``InvalidRequestError`` naming the choices otherwise."""
-    try:
-        return PRESETS[name]
-    except KeyError:
-        raise InvalidRequestError(
-            f"unknown loudness preset {name!r}; choose one of {', '.join(PRESETS)}",
-            code="unknown_preset",
-        ) from None
-
-
-def resolve_levels(
-    preset: str | None, target: float | None = None, ceiling: float | None = None
-) -> tuple[float, float]:
-    """``(target_lufs, ceiling_dbtp)``: ``preset``'s (``DEFAULT_PRESET``'s when None), with
-    ``target`` / ``ceiling`` overriding them when given."""
-    chosen = resolve_preset(preset if preset is not None else DEFAULT_PRESET)
-    return (
-        chosen.target_lufs if target is None else target,
-        chosen.ceiling_dbtp if ceiling is None else ceiling,
-    )
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from functions.analysis import analyze
-from functions.audio import Audio
-from functions.encode import EncodeOptions, encode
-from functions.normalize import DEFAULT_PRESET, normalize, resolve_levels
+from functions.options import ClipOptions as ClipOptions
 from functions.results import (
     AnalysisResult,
     EncodeFacts,
@@ -18,34 +13,21 @@ from functions.results import (
     ProcessedClip,
     StageTimings,
 )
-from functions.waveform import DEFAULT_BUCKETS, MAX_BUCKETS
 
+if TYPE_CHECKING:
+    from functions.audio import Audio
 
-class ClipOptions(BaseModel):
-    """Everything the chain needs: loudness target, analysis detail, encoding.
-
-    ``target_lufs`` / ``ceiling_dbtp`` override the preset's values when given; without a
-    preset they default to ``functions.normalize.DEFAULT_PRESET``'s.
-    """
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    preset: str | None = DEFAULT_PRESET
-    target_lufs: float | None = None
-    ceiling_dbtp: float | None = None
-    waveform_buckets: int = Field(default=DEFAULT_BUCKETS, ge=1, le=MAX_BUCKETS)
-    waveform_bits: Literal[8, 16] = 8
-    encoding: EncodeOptions = EncodeOptions()
-
-    def levels(self) -> tuple[float, float]:
-        """``(target_lufs, ceiling_dbtp)`` after applying the preset and the overrides."""
-        return resolve_levels(self.preset, self.target_lufs, self.ceiling_dbtp)
+# The stages import numpy / scipy / soundfile inside the functions below, so importing this
+# module for ``ClipOptions`` (Serve replicas, the CLI) stays light; the Ray tasks pay for the
+# imports once per worker (``functions.tasks.warm_up_task``).
 
 
 def run_normalize(
     audio: Audio, sample_rate: int, options: ClipOptions
 ) -> tuple[Audio, NormalizeReport, float]:
     """Stage 1: normalised audio, its report, seconds spent."""
+    from functions.normalize import normalize
+
     start = time.perf_counter()
     target, ceiling = options.levels()
     out, report = normalize(audio, sample_rate, target, ceiling)
@@ -57,6 +39,8 @@ def run_analyze(
     audio: Audio, sample_rate: int, report: NormalizeReport | None, options: ClipOptions
 ) -> tuple[AnalysisResult, float]:
     """Stage 2: analysis of the normalised audio, seconds spent."""
+    from functions.analysis import analyze
+
     start = time.perf_counter()
     result = analyze(
         audio,
@@ -72,6 +56,8 @@ def run_encode(
     audio: Audio, sample_rate: int, options: ClipOptions
 ) -> tuple[bytes, EncodeFacts, float]:
     """Stage 3: encoded bytes, their facts, seconds spent."""
+    from functions.encode import encode
+
     start = time.perf_counter()
     data, facts = encode(audio, sample_rate, options.encoding)
     return data, facts, time.perf_counter() - start

@@ -7,11 +7,10 @@ from typing import Literal
 import numpy as np
 
 from functions.audio import Audio
+from functions.options import DEFAULT_BUCKETS as DEFAULT_BUCKETS
+from functions.options import MAX_BUCKETS
 from functions.results import WaveformPeaks
 from musicfn.errors import InvalidRequestError
-
-DEFAULT_BUCKETS = 1000
-MAX_BUCKETS = 100_000
 
 
 def waveform_peaks(

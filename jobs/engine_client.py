@@ -17,6 +17,10 @@ because the engine is momentarily full or a replica died, so its call is retried
 
 Whatever still fails becomes an ``EngineError`` with a clear code (``engine_unavailable``,
 ``queue_full``) in the job's failed row.
+
+A ``generate`` call for a request that names its model is sent with
+``handle.options(multiplexed_model_id=<model>)``: with several models per MusicGen deployment
+(Serve model multiplexing) Serve routes it to a replica that already holds that model.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from musicfn.errors import EngineError, EngineOverloadedError, original_error
@@ -63,6 +68,13 @@ def _is_backpressure(exc: BaseException) -> bool:
     return isinstance(original, EngineOverloadedError)
 
 
+def model_of(request: Any) -> str | None:
+    """The model a generation request (a ``GenerationRequest`` or its dict) names, if any."""
+    model = request.get("model") if isinstance(request, Mapping) else getattr(
+        request, "model", None)
+    return model if isinstance(model, str) and model else None
+
+
 def _is_replica_lost(exc: BaseException) -> bool:
     from ray.exceptions import RayActorError
 
@@ -99,9 +111,13 @@ class EngineClient:
         deadline = time.monotonic() + self.overload_wait_s
         delay = self.first_delay_s
         lost = 0
+        handle = self.handle
+        model = model_of(args[0]) if method == "generate" and args else None
+        if model is not None:  # Serve routes to a replica holding the model (multiplexing)
+            handle = handle.options(multiplexed_model_id=model)
         while True:
             try:
-                return await getattr(self.handle, method).remote(*args, **kwargs)
+                return await getattr(handle, method).remote(*args, **kwargs)
             except Exception as exc:
                 if _is_replica_lost(exc):
                     lost += 1

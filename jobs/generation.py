@@ -17,7 +17,9 @@ import logging
 import time
 from typing import Any
 
+from engines.requests import GenerationRequest, GenerationResult
 from jobs.callbacks import WebhookEvent, deliver, wants
+from jobs.inputs import load_inputs
 from jobs.model import GenerationPayload
 from jobs.pipeline import failed_sidecar, postprocess_clip, write_track
 from jobs.runner import JobContext, JobEnd
@@ -31,8 +33,10 @@ from storage.tracks import TrackStore
 
 log = logging.getLogger(__name__)
 
-# Progress by stage (the engine's own progress is not reported across processes).
+# Progress at the start of each stage; during "generate" the engine's own fraction moves it
+# from 0.05 towards 0.8 (polled every PROGRESS_POLL_S).
 _PROGRESS = {"generate": 0.05, "postprocess": 0.8, "upload": 0.95}
+PROGRESS_POLL_S = 0.5
 
 
 class GenerationWork:
@@ -57,8 +61,15 @@ class GenerationWork:
         stage = "generate"
         try:
             ctx.progress = _PROGRESS[stage]
-            result = await _timed(timings, "generate", self.engine.generate.remote(
-                payload.request.model_copy(update={"request_id": job.id})))
+            request = payload.request.model_copy(update={"request_id": job.id})
+            if payload.inputs is not None:  # reference audio: by key in the payload
+                stage = "inputs"
+                audio = await asyncio.to_thread(load_inputs, self.tracks.objects,
+                                                payload.inputs)
+                request = request.model_copy(update=audio)
+                stage = "generate"
+            result = await _timed(timings, "generate",
+                                  self._generate_with_progress(request, job.id, ctx))
             stage = "postprocess"
             ctx.progress = _PROGRESS[stage]
             clip = await postprocess_clip(result.audio, result.sample_rate, payload.options,
@@ -76,6 +87,36 @@ class GenerationWork:
             failed = failed_sidecar(track, stage, exc)
             return JobEnd("failed", error=failed.error, track=failed)
         return JobEnd("completed", track=stored)
+
+    async def _generate_with_progress(self, request: GenerationRequest, job_id: str,
+                                      ctx: JobContext) -> GenerationResult:
+        """The engine call; meanwhile the engine's own fraction (window by window in long
+        form) is polled and mapped into the generate stage's share of the job's progress,
+        which the runner's heartbeat carries to the catalogue (and the SSE stream)."""
+        call = asyncio.ensure_future(self.engine.generate.remote(request))
+        low, high = _PROGRESS["generate"], _PROGRESS["postprocess"]
+        try:
+            while not call.done():
+                await asyncio.wait([call], timeout=PROGRESS_POLL_S)
+                if call.done():
+                    break
+                fraction = await self._engine_progress(job_id)
+                if fraction is not None:
+                    ctx.progress = max(ctx.progress or low, low + (high - low) * fraction)
+        finally:
+            if not call.done():  # the job was canceled (or lost its lease): stop the call
+                call.cancel()
+        result: GenerationResult = call.result()
+        return result
+
+    async def _engine_progress(self, job_id: str) -> float | None:
+        """The engine's fraction done of ``job_id`` (None: unknown, e.g. another replica)."""
+        try:
+            value = await asyncio.wait_for(self.engine.handle.progress.remote(job_id),
+                                           PROGRESS_POLL_S)
+        except Exception:  # progress is best effort; the generation call decides the job
+            return None
+        return None if value is None else min(1.0, max(0.0, float(value)))
 
     async def discard(self, job: JobRecord) -> None:
         """Delete what a canceled job stored (its keys follow from its id)."""

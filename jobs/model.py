@@ -9,11 +9,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, model_validator
 
 from engines.requests import GenerationRequest
-from functions.pipeline import ClipOptions
+from functions.options import ClipOptions
 from jobs.callbacks import EventFilter
+from storage.sidecar import Inputs
 
 EventSource = Literal["webhook", "poller", "batch", "replay", "cli"]
 EventKind = Literal["created", "removed"]
@@ -49,6 +50,15 @@ class GenerationPayload(BaseModel):
     callback_url: str | None = None
     webhook_events_filter: list[EventFilter] | None = None
     request_id: str | None = None  # the accepting request's X-Request-Id, for the job's logs
+    # Reference audio by key and sha256 (jobs.inputs); the runner reads it back.
+    inputs: Inputs | None = None
+
+    @model_validator(mode="after")
+    def _no_inline_audio(self) -> GenerationPayload:
+        if self.request.melody is not None or self.request.continuation is not None:
+            raise ValueError("a job carries reference audio in 'inputs' (a stored key), "
+                             "never as samples")
+        return self
 
 
 class EventPayload(BaseModel):

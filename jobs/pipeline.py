@@ -24,7 +24,7 @@ from musicfn import __version__, metrics
 from musicfn.errors import MusicfnError, original_error
 from musicfn.settings import Settings
 from storage.keys import new_id, utc_now
-from storage.sidecar import AudioFacts, ErrorInfo, Sidecar, Summary
+from storage.sidecar import AudioFacts, ErrorInfo, Inputs, Sidecar, Summary
 from storage.tracks import TrackStore
 
 log = logging.getLogger(__name__)
@@ -34,9 +34,12 @@ _BIT_DEPTH = {"PCM_16": 16, "PCM_24": 24, "PCM_32": 32, "FLOAT": 32, "PCM_S8": 8
 _STORAGE_RETRY_DELAYS_S = (0.5, 1.0, 2.0, 4.0)
 
 
-def pending_job(request: GenerationRequest, options: ClipOptions) -> Sidecar:
-    """The catalogue record of a new job (status pending, server-generated id)."""
+def pending_job(request: GenerationRequest, options: ClipOptions,
+                inputs: Inputs | None = None) -> Sidecar:
+    """The catalogue record of a new job (status pending, server-generated id); ``inputs``:
+    its reference audio (provenance, kept in the finished sidecar)."""
     return Sidecar(
+        inputs=inputs,
         id=new_id(), kind="generation", status="pending", created_at=utc_now(),
         prompt=request.prompt, seed=request.seed, model=request.model,
         request={"generation": request.model_dump(mode="json",

@@ -9,10 +9,10 @@ its sidecar (kind ``upload``, with the source key and etag), and indexes the row
 Bad audio fails at once; transient faults are retried, and an event that still fails is
 recorded as failed and written to the dead-letter queue.
 
-Cost: an object up to ``SMALL_OBJECT_BYTES`` is fetched, processed and stored by one Ray task
-(``process_upload``: one task instead of four, no audio between processes, S3 work on any
-worker); larger ones keep the parallel chain. Claims and final writes of concurrent events
-share catalogue transactions (``storage.owner_batch``).
+Cost: an object up to ``SMALL_OBJECT_BYTES`` is fetched, processed and stored in one Ray task
+(``jobs.upload_task``: no audio between processes, S3 work on any worker; concurrent small
+uploads share a task); larger ones keep the parallel chain. Claims and final writes of
+concurrent events share catalogue transactions (``storage.owner_batch``).
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from functions.decode import DecodeLimits, decode_audio
-from functions.pipeline import ClipOptions, process_clip
+from functions.pipeline import ClipOptions
 from jobs.model import EventPayload, ObjectEvent
 from jobs.pipeline import postprocess_clip, write_track
 from jobs.runner import JobContext, JobEnd
+from jobs.upload_task import SMALL_OBJECT_BYTES, UploadBatcher
 from musicfn import __version__, metrics
 from musicfn.errors import InputError, MusicfnError, ObjectNotFoundError, original_error
-from musicfn.logs import configure_json_logging_in_worker, job_context
+from musicfn.logs import job_context
 from musicfn.settings import Settings
 from storage.catalogue_events import ClaimRequest, EventClaim, EventRecord
 from storage.dlq import DeadLetter, DeadLetterQueue
@@ -40,7 +41,6 @@ from storage.jobs_schema import JobOutcome, JobRecord
 from storage.keys import id_timestamp, new_id, utc_now
 from storage.objects import ObjectInfo, ObjectStore
 from storage.owner_batch import OwnerBatcher
-from storage.parallel import run_task
 from storage.sidecar import ErrorInfo, Sidecar, SourceRef
 from storage.tracks import TrackStore, written_by_musicfn
 
@@ -49,9 +49,6 @@ log = logging.getLogger(__name__)
 Outcome = Literal["processed", "duplicate", "rejected", "failed", "removed", "gone"]
 AUDIO_SUFFIXES = frozenset({".wav", ".wave", ".flac", ".ogg", ".oga", ".mp3"})
 _RETRY_DELAYS_S = (0.5, 2.0, 5.0)
-SMALL_OBJECT_BYTES = 8 * 1024 * 1024  # up to ~60 s of 32 kHz stereo 16-bit WAV
-UPLOAD_TASK_CPUS = 0.5  # about half of such a task's time is S3 I/O
-_STORES: dict[tuple[Any, ...], ObjectStore] = {}  # per worker process, by endpoint + bucket
 
 
 class EventResult(BaseModel):
@@ -99,6 +96,7 @@ class EventHandler:
         self.owner = OwnerBatcher(catalogue)  # claims and completions, coalesced
         self.settings = settings
         self.options = options or ClipOptions()
+        self.uploads = UploadBatcher(settings, self.options)
 
     async def handle(self, event: ObjectEvent, *, letter: DeadLetter | None = None,
                      claimant: str | None = None) -> EventResult:
@@ -168,10 +166,8 @@ class EventHandler:
                       versions={"musicfn": __version__},
                       source=SourceRef(bucket=self.settings.bucket, key=info.key,
                                        etag=info.etag, version_id=version or None))
-        if info.size <= SMALL_OBJECT_BYTES:
-            stored: Sidecar = await run_task(process_upload, self.settings, info.key, job,
-                                             self.options, num_cpus=UPLOAD_TASK_CPUS)
-            return stored
+        if info.size <= SMALL_OBJECT_BYTES:  # with concurrent ones, in one Ray task
+            return await self.uploads.store(info.key, job)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         data = await asyncio.to_thread(self.objects.get, info.key)
@@ -248,33 +244,6 @@ def _error_info(exc: BaseException) -> ErrorInfo:
     log.error("unexpected error handling an event", exc_info=original)
     return ErrorInfo(code="internal_error", message=f"{type(original).__name__} while "
                      "processing the object", stage="event")
-
-
-def process_upload(settings: Settings, key: str, job: Sidecar,
-                   options: ClipOptions) -> Sidecar:
-    """A small upload from object to stored track in one process (a Ray task): download,
-    decode, the chain, audio then sidecar (transient storage errors retried). Returns the
-    stored sidecar; indexing it is the caller's."""
-    configure_json_logging_in_worker()
-    ident = (settings.endpoint_url, settings.bucket, settings.access_key, settings.secret_key,
-             settings.s3_region, settings.s3_connect_timeout_s, settings.s3_read_timeout_s,
-             settings.s3_max_attempts)
-    objects = _STORES.get(ident) or _STORES.setdefault(ident, ObjectStore(settings))
-    with job_context(job.id):
-        timings: dict[str, float] = {}
-        started = time.perf_counter()
-        data = objects.get(key)
-        timings["download"] = time.perf_counter() - started
-        decoded = decode_audio(data, DecodeLimits.from_settings(settings))
-        started = time.perf_counter()
-        clip = process_clip(decoded.audio, decoded.sample_rate, options)
-        timings["postprocess"] = time.perf_counter() - started
-        timings.update(normalize=clip.timings.normalize_s, analyze=clip.timings.analyze_s,
-                       encode=clip.timings.encode_s)
-        for stage in ("normalize", "analyze", "encode"):
-            metrics.record_stage(stage, timings[stage])
-        return asyncio.run(write_track(TrackStore(objects, settings), job, None, clip,
-                                       settings.processed_prefix, options, timings))
 
 
 class UploadWork:

@@ -1,8 +1,10 @@
 """The ``musicfn`` command line.
 
 Command groups live in ``musicfn.commands.*``; each module exposes ``register(subparsers)`` and
-sets ``func`` on its parsers. Any ``MusicfnError`` ends the command with one line on stderr and
-exit code 2 (1 for failures that are not the caller's input); tracebacks are never shown.
+sets ``func`` on its parsers. ``main`` imports only the module of the command given (``COMMANDS``),
+so ``musicfn run`` does not pay for the audio or engine imports; ``--help`` loads them all.
+Any ``MusicfnError`` ends the command with one line on stderr and exit code 2 (1 for failures
+that are not the caller's input); tracebacks are never shown.
 """
 
 from __future__ import annotations
@@ -27,6 +29,18 @@ COMMAND_MODULES = (
     "musicfn.commands.verify_cmd",
 )
 
+# Which module registers each top-level command: ``main`` imports only that one.
+COMMANDS: dict[str, str] = {
+    **dict.fromkeys(("s3", "ls", "stats", "reindex", "cleanup"), "musicfn.commands.storage_cmds"),
+    "run": "musicfn.commands.run_cmd",
+    **dict.fromkeys(("analyze", "normalize"), "musicfn.commands.audio_cmds"),
+    **dict.fromkeys(("make-tiny-model", "generate-local"), "musicfn.commands.engine_cmds"),
+    "generate": "musicfn.commands.client_cmds",
+    **dict.fromkeys(("watch", "process", "events"), "musicfn.commands.events_cmds"),
+    "doctor": "musicfn.commands.doctor_cmd",
+    "verify": "musicfn.commands.verify_cmd",
+}
+
 Handler = Callable[[argparse.Namespace], int]
 
 
@@ -37,13 +51,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"musicfn: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full parser with every available command group registered."""
+def build_parser(modules: Sequence[str] = COMMAND_MODULES) -> argparse.ArgumentParser:
+    """The parser with the command groups of ``modules`` (all of them by default)."""
     parser = _Parser(prog="musicfn", description="AI music functions on Ray Serve")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for name in COMMAND_MODULES:
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -56,7 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``musicfn`` console script."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((arg for arg in argv if not arg.startswith("-")), None)
+    module = COMMANDS.get(command or "")
+    parser = build_parser((module,) if module else COMMAND_MODULES)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

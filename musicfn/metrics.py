@@ -14,6 +14,7 @@ Prometheus name                              tags                            rec
 ``ray_musicfn_queue_depth``                  deployment                      MusicGen replicas
 ``ray_musicfn_batch_size``                   (none)                          MusicGen replicas
 ``ray_musicfn_audio_seconds_total``          engine                          MusicGen replicas
+``ray_musicfn_embedded_s3_restarts_total``   outcome (ok, failed)            ``musicfn run``
 ===========================================  ==============================  ===================
 
 ``route`` is the route template (``/v1/generations/{track_id}``), never a raw path, so the
@@ -52,6 +53,8 @@ _SPECS: dict[str, tuple[str, str, tuple[str, ...], list[float] | None]] = {
                             ("deployment",), None),
     "musicfn_batch_size": ("histogram", "Jobs per generation batch", (), BATCH_BOUNDARIES),
     "musicfn_audio_seconds": ("counter", "Seconds of audio generated", ("engine",), None),
+    "musicfn_embedded_s3_restarts": ("counter", "Restarts of the embedded SeaweedFS after it "
+                                     "died, by outcome", ("outcome",), None),
 }
 
 _metrics: dict[str, Any] = {}
@@ -153,3 +156,9 @@ def record_audio_seconds(engine: str, seconds: float) -> None:
     if seconds > 0:
         _safely("musicfn_audio_seconds",
                 lambda m: m.inc(seconds, tags={"engine": _tag(engine)}))
+
+
+def record_embedded_s3_restart(outcome: str) -> None:
+    """One restart of the embedded S3 by its supervisor: ``ok`` or ``failed``."""
+    _safely("musicfn_embedded_s3_restarts",
+            lambda m: m.inc(1, tags={"outcome": _tag(outcome)}))

@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     catalogue_checkpoint_mb: int = Field(default=256, ge=1, le=16_384)
     # How often the owner checks that its file still exists (a deleted file is rebuilt).
     catalogue_watch_interval_s: float = Field(default=1.0, gt=0, le=3600)
+    # Custom Ray resources the catalogue owner actor needs, e.g. {"head": 0.01}: pins it (and
+    # its restarts) to the node holding the DuckDB file (docs/operations.md, several machines).
+    catalogue_resources: dict[str, float] = Field(default_factory=dict)
 
     # Embedded S3 (SeaweedFS `weed mini`). It uses the port block s3_port .. s3_port+4 and the
     # same block + 10000 for gRPC.

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from musicfn.errors import CatalogueError, ConfigurationError
 from musicfn.settings import Settings
-from storage.catalogue_owner import CatalogueOwner
+from storage.catalogue_owner import ACCEPT_GROUP, accepting_owner_class
 from storage.catalogue_queries import TrackPage, TrackQuery
 
 log = logging.getLogger(__name__)
@@ -37,13 +38,17 @@ def catalogue_actor(path: Path | str, *, checkpoint_mb: int = 256,
                     name: str | None = None,
                     namespace: str | None = None, detached: bool = False,
                     max_task_retries: int = 3, settings: Settings | None = None,
-                    watch_interval_s: float | None = None) -> Any:
+                    watch_interval_s: float | None = None,
+                    resources: Mapping[str, float] | None = None) -> Any:
     """The handle of the catalogue owner actor, created on first use (``get_if_exists``).
 
     Call methods of ``storage.catalogue_owner.CatalogueOwner`` on it with ``.remote(...)``.
     With ``detached`` the actor outlives the driver that created it (what a service wants).
     ``settings`` (S3 endpoint, bucket, prefixes) let the owner rebuild a lost file from the
     sidecars in the bucket; the first creator's arguments are the ones that count.
+    ``resources`` are custom Ray resources the owner needs, e.g. ``{"head": 0.01}`` on a
+    cluster whose head node alone has a ``head`` resource: the owner (and every restart of
+    it) then lands on the node that holds the DuckDB file (docs/multinode.md).
     """
     import ray
 
@@ -58,7 +63,12 @@ def catalogue_actor(path: Path | str, *, checkpoint_mb: int = 256,
         options["namespace"] = namespace
     if detached:
         options["lifetime"] = "detached"
-    actor_cls = ray.remote(CatalogueOwner)
+    wanted = resources if resources is not None else (
+        settings.catalogue_resources if settings is not None else None)
+    if wanted:
+        options["resources"] = dict(wanted)
+    remote: Any = ray.remote  # its stubs do not list concurrency_groups
+    actor_cls = remote(concurrency_groups={ACCEPT_GROUP: 1})(accepting_owner_class())
     return actor_cls.options(**options).remote(str(path), checkpoint_mb=checkpoint_mb,
                                                settings=settings,
                                                watch_interval_s=watch_interval_s or (

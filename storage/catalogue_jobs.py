@@ -76,32 +76,36 @@ class JobCatalogue(Catalogue):
                     return [Enqueued(job_id=owner, created=False)]
             out: list[Enqueued] = []
             fresh: list[JobRecord] = []
-            seen: dict[str, str] = {}  # dedupe key -> job id, within this batch
+            keys = [j.dedupe_key for j in jobs if j.dedupe_key is not None]
+            seen: dict[str, str] = dict(self._con.execute(  # dedupe key -> job id
+                "SELECT dedupe_key, id FROM jobs WHERE dedupe_key IN (SELECT unnest(?))",
+                [keys]).fetchall()) if keys else {}
             for job in jobs:
-                key = job.dedupe_key
-                existing = None if key is None else seen.get(key) or self._scalar(
-                    "SELECT id FROM jobs WHERE dedupe_key = ?", [key])
+                existing = None if job.dedupe_key is None else seen.get(job.dedupe_key)
                 if existing is not None:
                     out.append(Enqueued(job_id=str(existing), created=False))
                     continue
                 out.append(Enqueued(job_id=job.id, created=True))
                 fresh.append(job)
-                if key is not None:
-                    seen[key] = job.id
+                if job.dedupe_key is not None:
+                    seen[job.dedupe_key] = job.id
             if fresh and max_depth is not None:
                 depth = self._depth()
                 if depth + len(fresh) > max_depth:
                     raise EngineOverloadedError(
                         f"{depth} jobs queued or running (limit {max_depth}); retry later",
                         code="queue_full")
-            for job in fresh:
+            if fresh:  # one statement for the whole batch (column lists, unnested)
                 self._con.execute(
-                    f"INSERT INTO jobs ({COLUMNS}) VALUES "  # noqa: S608
-                    "(?, ?, ?, ?, ?, 'queued', NULL, 0, ?, NULL, NULL, ?, false, NULL, NULL, "
-                    "NULL, ?, NULL, ?)",
-                    [job.id, job.kind, job.parent_id, job.dedupe_key, json.dumps(job.payload),
-                     job.max_attempts, naive_utc(job.not_before) or now,
-                     naive_utc(job.created_at), now])
+                    f"INSERT INTO jobs ({COLUMNS}) SELECT unnest(?), unnest(?), "
+                    "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?), 'queued', NULL, 0, "
+                    "unnest(?), NULL, NULL, unnest(?), false, NULL, NULL, NULL, unnest(?), "
+                    "NULL, ?",
+                    [[j.id for j in fresh], [j.kind for j in fresh],
+                     [j.parent_id for j in fresh], [j.dedupe_key for j in fresh],
+                     [json.dumps(j.payload) for j in fresh], [j.max_attempts for j in fresh],
+                     [naive_utc(j.not_before) or now for j in fresh],
+                     [naive_utc(j.created_at) for j in fresh], now])
             fresh_ids = {j.id for j in fresh}
             accepted = [t for t in tracks if t.id in fresh_ids]
             for track in accepted:
@@ -127,15 +131,18 @@ class JobCatalogue(Catalogue):
                 "AND (state = 'queued' OR lease_expires_at < ?) AND kind IN (SELECT unnest(?)) "
                 "ORDER BY created_at, id LIMIT ?",
                 [naive_now, naive_now, list(kinds), limit]).fetchall()
-            for row in rows:
-                job = job_from_row(row)
+            jobs = [job_from_row(row) for row in rows]
+            for job in jobs:
                 if job.cancel_requested:  # its runner died while canceling: end it here
                     self._end(job, "canceled", None, None, naive_now)
-                    continue
+            taken = [j for j in jobs if not j.cancel_requested]
+            if taken:  # one statement for the whole lease
                 self._con.execute(
                     "UPDATE jobs SET state = 'running', lease_holder = ?, lease_expires_at = ?, "
                     "attempts = attempts + 1, started_at = coalesce(started_at, ?), "
-                    "updated_at = ? WHERE id = ?", [holder, expires, naive_now, naive_now, job.id])
+                    "updated_at = ? WHERE id IN (SELECT unnest(?))",
+                    [holder, expires, naive_now, naive_now, [j.id for j in taken]])
+            for job in taken:
                 leased = job.model_copy(update={
                     "state": "running", "lease_holder": holder, "attempts": job.attempts + 1,
                     "lease_expires_at": expires_at})
@@ -192,13 +199,19 @@ class JobCatalogue(Catalogue):
         """``finish`` for each request, in one transaction."""
         now = naive_utc(utc_now())
         with self._lock, self._transaction():
-            return [self._finish(r, now) for r in requests]
+            rows = self._con.execute(
+                f"SELECT {COLUMNS} FROM jobs WHERE id IN (SELECT unnest(?))",  # noqa: S608
+                [list({r.job_id for r in requests})]).fetchall()
+            current = {job.id: job for job in map(job_from_row, rows)}
+            return [self._finish(r, current, now) for r in requests]
 
-    def _finish(self, r: FinishRequest, now: datetime | None) -> JobOutcome | None:
-        row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", [r.job_id])  # noqa: S608
-        if row is None:  # gone (deleted): nothing to finish, and no reason to fail the batch
+    def _finish(self, r: FinishRequest, current: dict[str, JobRecord],
+                now: datetime | None) -> JobOutcome | None:
+        """One request of ``finish_many``; ``current`` holds the batch's jobs as they stand
+        (updated here, so a second request for one job sees it done)."""
+        job = current.get(r.job_id)
+        if job is None:  # gone (deleted): nothing to finish, and no reason to fail the batch
             return None
-        job = job_from_row(row)
         if job.state == "done":
             return job.outcome if job.lease_holder == r.holder else None
         if job.lease_holder != r.holder:
@@ -209,6 +222,7 @@ class JobCatalogue(Catalogue):
         if result is None and job.result is not None:
             result = job.result  # keep what was recorded while it ran (deliveries)
         self._end(job, outcome, result, r.error, now, track=track)
+        current[job.id] = job.model_copy(update={"state": "done", "outcome": outcome})
         return outcome
 
     def retry_later(self, job_id: str, holder: str, delay_s: float, error: ErrorInfo) -> bool:

@@ -19,12 +19,14 @@ upserts are idempotent and never move a row back in its lifecycle. It does not p
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -32,10 +34,13 @@ from pydantic import BaseModel
 from musicfn.errors import MusicfnError
 from musicfn.settings import Settings
 from storage.catalogue_jobs import JobCatalogue
+from storage.jobs_schema import Enqueued, JobRecord
+from storage.sidecar import Sidecar
 
 log = logging.getLogger(__name__)
 
 FileIdentity = tuple[int, int] | None
+ACCEPT_GROUP = "accept"  # the owner actor's concurrency group for enqueue (acknowledgements)
 
 
 def file_identity(path: Path) -> FileIdentity:
@@ -192,8 +197,35 @@ class CatalogueOwner(JobCatalogue):
             self._reconcile_lock.release()
 
 
+@functools.cache
+def accepting_owner_class() -> type[CatalogueOwner]:
+    """``CatalogueOwner`` whose ``enqueue`` runs in its own concurrency group (thread).
+
+    Accepting work (a webhook's events, a generation) is one short transaction, but in the
+    default group it would wait behind every processing write queued before it (claims,
+    completions, leases of a burst). In ``ACCEPT_GROUP`` it only waits for the connection
+    lock (the one transaction running now). Every method holds ``self._lock`` around the
+    connection, so two threads never use it at once.
+    """
+    import ray
+
+    class AcceptingOwner(CatalogueOwner):
+        @ray.method(concurrency_group=ACCEPT_GROUP)  # type: ignore[misc]
+        def enqueue(self, jobs: Sequence[JobRecord], *,  # type: ignore[override]
+                    tracks: Sequence[Sidecar] = (),
+                    max_depth: int | None = None,
+                    idempotency: tuple[str, str] | None = None) -> list[Enqueued]:
+            """``JobCatalogue.enqueue``, in the accept group."""
+            return super().enqueue(jobs, tracks=tracks, max_depth=max_depth,
+                                   idempotency=idempotency)
+
+    AcceptingOwner.__name__ = AcceptingOwner.__qualname__ = "CatalogueOwner"
+    return AcceptingOwner
+
+
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-__all__ = ["CatalogueOwner", "RebuildStatus", "file_identity"]
+__all__ = ["ACCEPT_GROUP", "CatalogueOwner", "RebuildStatus", "accepting_owner_class",
+           "file_identity"]

@@ -3,6 +3,8 @@
 Used when no S3 endpoint is configured. It claims a block of ports: S3 on ``port``, master,
 volume, filer and admin on ``port+1..port+4``, and the same block + 10000 for their gRPC sides.
 A SeaweedFS already answering on ``port`` with our credentials is reused, not restarted.
+``restart`` brings a dead server back on the same ports and data; ``storage.s3_supervisor``
+calls it when the process dies.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -77,6 +80,8 @@ class EmbeddedS3:
         self.binary = binary
         self.reused = False
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lock = threading.RLock()  # start, restart and stop one at a time
+        self._closed = False  # set by stop(): a restart in progress gives up
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedS3:
@@ -112,12 +117,37 @@ class EmbeddedS3:
             args += [f"-{name}.port={p[name]}", f"-{name}.port.grpc={p[name + '.grpc']}"]
         return args
 
-    def is_running(self) -> bool:
+    def is_running(self, timeout: float = 1.0) -> bool:
         """True when a SeaweedFS answers on our S3 port."""
-        return "SeaweedFS" in (probe_server(self.port) or "")
+        return "SeaweedFS" in (probe_server(self.port, timeout) or "")
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the server this object started (None when reused or stopped)."""
+        return self._proc.pid if self._proc is not None else None
+
+    def exit_code(self) -> int | None:
+        """The exit code of the server this object started, once it has exited (else None)."""
+        return self._proc.poll() if self._proc is not None else None
 
     def start(self, timeout_s: float = 60.0) -> EmbeddedS3:
         """Start the server, or reuse one already answering; return once S3 requests work."""
+        with self._lock:
+            self._closed = False
+            return self._start(timeout_s)
+
+    def restart(self, timeout_s: float = 60.0) -> EmbeddedS3:
+        """Start the server again on the same ports and data after it died (what is left of
+        ours is killed first); ``EmbeddedS3Error`` if it does not come up, or once ``stop``
+        was called."""
+        with self._lock:
+            if self._closed:
+                raise EmbeddedS3Error("the embedded S3 was stopped: not restarting it")
+            self._kill(5.0)
+            self.reused = False
+            return self._start(timeout_s)
+
+    def _start(self, timeout_s: float) -> EmbeddedS3:
         if self.is_running():
             self.reused = True
             self._wait_ready(timeout_s, proc=None)
@@ -146,7 +176,7 @@ class EmbeddedS3:
         try:
             self._wait_ready(timeout_s, proc=self._proc)
         except BaseException:
-            self.stop()
+            self._kill(timeout_s=15.0)
             raise
         return self
 
@@ -165,6 +195,8 @@ class EmbeddedS3:
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         while time.monotonic() < deadline:
+            if proc is not None and self._closed:
+                raise EmbeddedS3Error("the embedded S3 was stopped while starting")
             if proc is not None and proc.poll() is not None:
                 raise EmbeddedS3Error(f"SeaweedFS exited with code {proc.returncode} during "
                                       f"startup; last log lines: {self._log_tail()}")
@@ -192,7 +224,13 @@ class EmbeddedS3:
         return " | ".join(text[-lines:])
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop the server this object started; a reused server is left running."""
+        """Stop the server this object started; a reused server is left running. A restart
+        in progress gives up, and none starts afterwards."""
+        self._closed = True  # before the lock: a restart waiting for readiness stops waiting
+        with self._lock:
+            self._kill(timeout_s)
+
+    def _kill(self, timeout_s: float) -> None:
         proc, self._proc = self._proc, None
         if proc is None:
             return

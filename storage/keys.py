@@ -23,6 +23,10 @@ _KEY_RE = re.compile(
     r"(?P<id>[0-9a-z]{26})\.(?P<ext>wav|flac|ogg|mp3|json)$"
 )
 _MAX_KEY_LEN = 1024  # S3's own limit
+# Reference audio uploaded with a generation request (melody or continuation prompt):
+# ``inputs/YYYY/MM/DD/<id>.wav``. Not a track prefix: no sidecar, no catalogue row; the
+# generation's sidecar names the key (``inputs``) as provenance.
+INPUTS_PREFIX = "inputs"
 
 AudioExtension = Literal["wav", "flac", "ogg", "mp3"]
 AUDIO_EXTENSIONS: tuple[AudioExtension, ...] = ("wav", "flac", "ogg", "mp3")
@@ -107,6 +111,19 @@ class TrackKey:
     @property
     def sidecar_key(self) -> str:
         return f"{self.folder}/{self.id}.json"
+
+
+def input_key(input_id: str) -> str:
+    """The key of uploaded reference audio ``input_id``: ``inputs/YYYY/MM/DD/<id>.wav``."""
+    return TrackKey.for_id(INPUTS_PREFIX, input_id).audio_key
+
+
+def parse_input_key(key: str) -> str:
+    """The id of an ``inputs/`` key (the layout of ``input_key``), else InvalidKeyError."""
+    parsed, ext = parse_key(key, (INPUTS_PREFIX,))
+    if ext != "wav":
+        raise InvalidKeyError(f"an input key ends in .wav: {key!r}")
+    return parsed.id
 
 
 def day_prefix(prefix: str, day: date) -> str:

@@ -26,17 +26,24 @@ MAX_BATCH = 256
 class Coalescer(Generic[T, R]):
     """Turns ``await one(item)`` from many tasks into ``await many(items)`` calls."""
 
-    def __init__(self, many: Callable[[list[T]], Awaitable[list[R]]]) -> None:
+    def __init__(self, many: Callable[[list[T]], Awaitable[list[R]]], *,
+                 max_batch: int = MAX_BATCH, max_inflight: int = 1) -> None:
+        """``max_inflight`` calls of ``many`` at most at once, each of ``max_batch`` items
+        at most."""
         self._many = many
+        self._max_batch = max_batch
+        self._max_inflight = max_inflight
         self._queue: list[tuple[T, asyncio.Future[R]]] = []
-        self._draining: asyncio.Task[None] | None = None
+        self._drains: set[asyncio.Task[None]] = set()
 
     async def one(self, item: T) -> R:
         """``many([item, ...])``'s answer for ``item``."""
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._draining is None or self._draining.done():
-            self._draining = asyncio.create_task(self._drain())
+        if sum(not d.done() for d in self._drains) < self._max_inflight:
+            drain = asyncio.create_task(self._drain())
+            self._drains.add(drain)
+            drain.add_done_callback(self._drains.discard)
         try:
             return await future
         except asyncio.CancelledError:  # not sent yet: drop it (sent: the owner decides)
@@ -45,7 +52,8 @@ class Coalescer(Generic[T, R]):
 
     async def _drain(self) -> None:
         while self._queue:
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            batch = self._queue[:self._max_batch]
+            self._queue = self._queue[self._max_batch:]
             try:
                 results = await self._many([item for item, _ in batch])
             except BaseException as exc:  # every caller of the batch sees it

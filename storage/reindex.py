@@ -13,12 +13,14 @@ Large days are read in chunks of ``READ_CHUNK`` sidecars, each its own task.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
+from typing import Protocol
 
 import pyarrow as pa
 from pydantic import BaseModel
 
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
+from storage.catalogue_events import EventRecord
 from storage.objects import ObjectStore
 from storage.parallel import Parallelism, task_runner
 from storage.reindex_scan import (
@@ -62,7 +64,18 @@ class ReindexReport(BaseModel):
         return self.sidecars / self.seconds if self.seconds > 0 else 0.0
 
 
-def reindex(objects: ObjectStore, catalogue: Catalogue, settings: Settings, *,
+class ReindexTarget(Protocol):
+    """What reindex writes to: ``Catalogue``, or a client of its owner (the CLI while the
+    service runs)."""
+
+    def upsert_table(self, table: pa.Table) -> int: ...
+    def record_events(self, events: Iterable[EventRecord]) -> int: ...
+    def rebuild_prompts(self) -> None: ...
+    def prune_completed(self, keep_ids: set[str]) -> int: ...
+    def checkpoint(self) -> None: ...
+
+
+def reindex(objects: ObjectStore, catalogue: ReindexTarget, settings: Settings, *,
             workers: int = 8, batch_size: int = 50_000, prune: bool = True,
             parallel: Parallelism = "auto") -> ReindexReport:
     """Upsert a row for every track's sidecar in the bucket; recompute prompt usage.

@@ -7,15 +7,15 @@ a crash part-way leaves orphan audio (reported, removed later), never a dangling
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import date, datetime, timedelta
+from typing import Protocol
 
 from pydantic import BaseModel, Field
 
 from musicfn.errors import InvalidKeyError
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
-from storage.catalogue_queries import TrackQuery
+from storage.catalogue_queries import TrackPage, TrackQuery
 from storage.keys import TrackKey, day_prefix, id_timestamp, parse_key, utc_now
 from storage.objects import ObjectInfo, ObjectStore
 
@@ -34,6 +34,13 @@ class CleanupReport(BaseModel):
     tracks: list[str] = Field(default_factory=list)  # ids removed (or that would be)
     objects: list[str] = Field(default_factory=list)
     rows: int = 0
+
+
+class RetentionTarget(Protocol):
+    """What cleanup needs of a catalogue: ``Catalogue``, or its owner's client."""
+
+    def list_tracks(self, query: TrackQuery | None = None) -> TrackPage: ...
+    def delete(self, track_ids: Iterable[str]) -> int: ...
 
 
 def _list_until(objects: ObjectStore, prefix: str, before: date | None) -> Iterator[ObjectInfo]:
@@ -79,7 +86,7 @@ def scan_bucket(objects: ObjectStore, settings: Settings, *, before: date | None
     return scan
 
 
-def cleanup_older_than(objects: ObjectStore, catalogue: Catalogue, settings: Settings,
+def cleanup_older_than(objects: ObjectStore, catalogue: RetentionTarget, settings: Settings,
                        older_than: timedelta, *, dry_run: bool = False,
                        now: datetime | None = None) -> CleanupReport:
     """Remove tracks (sidecar, then audio, then row) created before ``now - older_than``.

@@ -79,6 +79,31 @@ class SourceRef(_Model):
     removed_at: datetime | None = None  # the source object was deleted after processing
 
 
+class InputRef(_Model):
+    """Reference audio a generation was conditioned on (its provenance): a stored track
+    (``track_id``, its audio ``key``) or an upload (under ``inputs/``), with the stored
+    bytes' sha256 and the audio facts checked at submission."""
+
+    track_id: str | None = None
+    key: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    duration_s: float = Field(gt=0)
+    sample_rate: int = Field(gt=0)
+    channels: int = Field(ge=1)
+
+
+class Inputs(_Model):
+    """The reference audio of a generation: a melody or a prompt to continue (one at most)."""
+
+    melody: InputRef | None = None
+    continuation: InputRef | None = None
+
+    def refs(self) -> dict[str, InputRef]:
+        """The references given, by kind."""
+        return {k: v for k, v in (("melody", self.melody),
+                                  ("continuation", self.continuation)) if v is not None}
+
+
 class Sidecar(_Model):
     """One track (or job) record: versioned, JSON-serialisable, the source of catalogue rows."""
 
@@ -102,6 +127,7 @@ class Sidecar(_Model):
     timings: dict[str, float] = Field(default_factory=dict)
     error: ErrorInfo | None = None
     source: SourceRef | None = None
+    inputs: Inputs | None = None
 
     @field_validator("created_at", "completed_at")
     @classmethod
@@ -119,8 +145,10 @@ class Sidecar(_Model):
         return v
 
     def to_json(self) -> bytes:
-        """Canonical JSON bytes (what is stored in the bucket and the catalogue)."""
-        return self.model_dump_json().encode()
+        """Canonical JSON bytes (what is stored in the bucket and the catalogue). A track
+        without reference audio has no ``inputs`` key: its bytes are what they always were."""
+        exclude = {"inputs"} if self.inputs is None else None
+        return self.model_dump_json(exclude=exclude).encode()
 
     @classmethod
     def from_json(cls, data: bytes | str) -> Sidecar:

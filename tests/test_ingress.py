@@ -62,13 +62,16 @@ def test_round_trip(api: httpx.Client, tmp_path: Path) -> None:
     assert lufs is not None and abs(lufs + 16.0) <= 0.5
     # GET, audio redirect / inline, waveform.
     got = api.get(f"/v1/generations/{rec['id']}", headers=AUTH).json()
-    assert got["record"] == sc
+    assert got["record"] == sc and "waveform" not in sc["analysis"]  # peaks only when asked
+    full = api.get(f"/v1/generations/{rec['id']}", params={"include": "waveform"},
+                   headers=AUTH).json()
     redirect = api.get(f"/v1/generations/{rec['id']}/audio", headers=AUTH)
     assert redirect.status_code == 307 and "X-Amz-Signature" in redirect.headers["location"]
     inline = api.get(f"/v1/generations/{rec['id']}/audio", params={"inline": 1}, headers=AUTH)
     assert inline.content == wav
     wave = api.get(f"/v1/generations/{rec['id']}/waveform", headers=AUTH).json()
     assert wave["version"] == 2 and wave["data"]
+    assert full["record"]["analysis"]["waveform"] == wave
     # The list filters find it.
     found = api.get("/v1/generations", params={"prompt": "VINYL", "bpm_min": 80,
                                                 "bpm_max": 100}, headers=AUTH).json()

@@ -4,11 +4,14 @@ SeaweedFS, and the catalogue owner actor."""
 from __future__ import annotations
 
 import asyncio
+import io
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from engines.requests import Limits, parse_request
 from functions.decode import decode_audio
@@ -20,9 +23,10 @@ from jobs.service import build_runner, run_until_done
 from musicfn.settings import Settings
 from storage.catalogue_actor import catalogue_actor
 from storage.embedded_s3 import EmbeddedS3
+from storage.inputs import put_input
 from storage.keys import parse_key
 from storage.objects import ObjectStore
-from storage.sidecar import Sidecar
+from storage.sidecar import InputRef, Inputs, Sidecar
 from storage.tracks import TrackStore
 from tests.support import make_settings, start_s3_server
 
@@ -53,10 +57,12 @@ class GenerationPipeline:
         self.tracks = TrackStore(objects, settings)
         self.runner = build_runner(settings, self.catalogue, engine)
 
-    async def submit(self, req: Any, options: ClipOptions) -> Sidecar:
-        track = pending_job(req, options)
+    async def submit(self, req: Any, options: ClipOptions,
+                     inputs: Inputs | None = None) -> Sidecar:
+        track = pending_job(req, options, inputs)
         await self.runner.queue.submit_generation(
-            track, GenerationPayload(request=req, options=options), max_depth=1000)
+            track, GenerationPayload(request=req, options=options, inputs=inputs),
+            max_depth=1000)
         return track
 
     async def run(self, job: Sidecar, req: Any, options: ClipOptions) -> Sidecar:
@@ -133,11 +139,17 @@ def test_engine_rejection_leaves_a_failed_row_and_no_objects(engine: Any,
 
     pipeline = make_pipeline(engine, settings, "cat-pipeline-3")
     options = ClipOptions()
-    # Valid request shape, but synth cannot continue audio: the engine rejects it.
-    req = request(continuation={"samples": [[0.0] * 32000], "sample_rate": 32000})
+    # Valid request shape, but synth cannot continue audio: the engine rejects it. The job
+    # names the audio by key (jobs.inputs), never carries it inline.
+    req = request()
+    wav = io.BytesIO()
+    sf.write(wav, np.zeros(32000, dtype=np.float32), 32000, format="WAV", subtype="FLOAT")
+    key, digest = put_input(pipeline.tracks.objects, wav.getvalue())
+    inputs = Inputs(continuation=InputRef(key=key, sha256=digest, duration_s=1.0,
+                                          sample_rate=32000, channels=1))
 
     async def go() -> Sidecar:
-        return await pipeline.run(await pipeline.submit(req, options), req, options)
+        return await pipeline.run(await pipeline.submit(req, options, inputs), req, options)
 
     failed = asyncio.run(go())
     assert failed.status == "failed" and failed.error is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 
-from deployments.api import analyses, batches, events, generations, service
+from deployments.api import analyses, batches, events, generations, models, service
 from deployments.api.deps import get_services
 from deployments.api.front_door import FrontDoor
 from deployments.api.openapi import install_openapi
@@ -20,7 +20,7 @@ def create_app() -> FastAPI:
     # /docs and /redoc are served by deployments.web from local assets (no CDN).
     app = FastAPI(title="musicfn", version=__version__, docs_url=None, redoc_url=None,
                   description="AI music generation: prompt → normalised, analysed, indexed WAV")
-    for module in (generations, analyses, batches, events, service):
+    for module in (generations, models, analyses, batches, events, service):
         app.include_router(module.router)
     install_error_handlers(app)
     install_openapi(app)

@@ -16,7 +16,9 @@ from typing import Annotated, Any
 
 from fastapi import Depends
 
+from deployments.api.read_cache import FinalRecords
 from deployments.api.watch import StatusWatcher
+from deployments.served_models import ModelTable, ReplicaModels
 from engines.requests import Limits, engine_of
 from jobs.queue import JobQueue
 from musicfn.errors import (
@@ -58,6 +60,47 @@ class LiveLimits:
                     "max_duration_s": min(limits.max_duration_s, engine_max)})
             self._at = time.monotonic()
         return self._value
+
+
+@dataclass
+class LiveModels:
+    """The models requests may name: the MusicGen deployment's table (its one owner, from its
+    config), cached for a few seconds; the last known table (or ``fallback`` alone) while the
+    engine is unreachable."""
+
+    engine: Any
+    fallback: str
+    ttl_s: float = LIMITS_TTL_S
+    _value: ModelTable | None = None
+    _at: float = float("-inf")
+
+    async def get(self) -> ModelTable:
+        """The current table."""
+        if time.monotonic() - self._at > self.ttl_s:
+            # The first answer is worth a longer wait: the fallback knows one model only.
+            wait_s = 2.0 if self._value is not None else 10.0
+            with contextlib.suppress(Exception):  # keep the last known table
+                report: ReplicaModels = await asyncio.wait_for(self.engine.models.remote(),
+                                                               wait_s)
+                self._value = report.table
+            self._at = time.monotonic()
+        return self._value or ModelTable.single(self.fallback)
+
+    async def replicas(self, timeout_s: float = 5.0) -> dict[str, ReplicaModels]:
+        """What the replicas hold, by replica id: one ``models()`` call routed as a request
+        for each served model (Serve sends it to a replica holding that model) and one
+        unrouted. Complete for one replica; with several, a replica whose models another
+        replica also holds may be missing (best effort, never an error)."""
+        table = await self.get()
+        handles = [self.engine] + [self.engine.options(multiplexed_model_id=name)
+                                   for name in table.models]
+        found: dict[str, ReplicaModels] = {}
+        answers = await asyncio.gather(*(asyncio.wait_for(h.models.remote(), timeout_s)
+                                         for h in handles), return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, ReplicaModels):
+                found[answer.replica_id] = answer
+        return found
 
 
 @dataclass
@@ -107,12 +150,15 @@ class Services:
     poller: Any  # DeploymentHandle of EventPoller, or None
     limits: LiveLimits
     watcher: StatusWatcher
-    default_model: str  # the model this deployment serves
+    default_model: str  # the model requests without one run on (until the engine answers)
     storage: StorageHealth = field(init=False)
+    finals: FinalRecords = field(default_factory=FinalRecords)  # final records' JSON, cached
+    models: LiveModels = field(init=False)  # the models requests may name
     _nudges: set[asyncio.Task[None]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
         self.storage = StorageHealth(self.objects)
+        self.models = LiveModels(self.engine, self.default_model)
 
     @property
     def engine_name(self) -> str:
@@ -120,7 +166,10 @@ class Services:
         return engine_of(self.default_model)
 
     def nudge_runners(self) -> None:
-        """Tell a runner that work is waiting (best effort: runners also poll)."""
+        """Tell a runner that work is waiting (best effort: runners also poll). One nudge in
+        flight is enough: the runner leases everything waiting when it wakes."""
+        if self._nudges:
+            return
         task = asyncio.create_task(self._nudge())
         self._nudges.add(task)
         task.add_done_callback(self._nudges.discard)

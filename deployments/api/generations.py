@@ -13,14 +13,20 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
 from deployments.api.deps import Services, ServicesDep
-from deployments.api_models import GenerationBody, GenerationRecord
+from deployments.api.generation_inputs import (
+    GENERATION_REQUEST_BODY,
+    discard_upload,
+    read_generation_body,
+    resolve_inputs,
+)
+from deployments.api_models import GenerationRecord
 from jobs.callbacks import validate_callback_url
 from jobs.model import GenerationPayload
 from jobs.pipeline import pending_job
@@ -40,6 +46,11 @@ _RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+
 _QUERY_NAMES = {"prompt_contains": "prompt"}
 
 
+# The waveform peaks (thousands of numbers) leave records unless asked for: they have their
+# own route, and most reads are clients polling a status.
+NO_WAVEFORM: dict[str, Any] = {"record": {"analysis": {"waveform"}}}
+
+
 async def record(services: Services, view: JobView) -> GenerationRecord:
     """The API record of a track: its job's live state and, once done, an audio URL."""
     sc = view.track
@@ -48,9 +59,9 @@ async def record(services: Services, view: JobView) -> GenerationRecord:
     return GenerationRecord.of(view, audio_url=url)
 
 
-async def respond(services: Services, track_id: str, wait: float) -> JSONResponse:
-    """The record, after waiting up to ``wait`` s for a final status (200 when final within
-    the wait, else 202 with Location)."""
+async def respond(services: Services, track_id: str, wait: float) -> Response:
+    """The record (without waveform peaks), after waiting up to ``wait`` s for a final status
+    (200 when final within the wait, else 202 with Location)."""
     view = await services.view(track_id)
     if wait > 0 and view.track.status not in FINAL_STATUSES:
         job = view.job
@@ -59,44 +70,59 @@ async def respond(services: Services, track_id: str, wait: float) -> JSONRespons
         view = await services.view(track_id)
     rec = await record(services, view)
     final = rec.status in FINAL_STATUSES
-    return JSONResponse(rec.model_dump(mode="json"),
-                        status_code=200 if final and wait > 0 else 202,
-                        headers={"Location": f"/v1/generations/{track_id}"})
+    return Response(rec.model_dump_json(exclude=NO_WAVEFORM), media_type="application/json",
+                    status_code=200 if final and wait > 0 else 202,
+                    headers={"Location": f"/v1/generations/{track_id}"})
 
 
 @router.post("", status_code=202, response_model=GenerationRecord,
              responses={200: {"model": GenerationRecord,
                               "description": "the job ended within ?wait="},
+                        404: {"description": "melody/continuation.track_id names no track"},
                         409: {"description": "the Idempotency-Key was used with another body, "
-                                             "or its job has been deleted"}})
+                                             "or its job has been deleted; or the referenced "
+                                             "track has no audio yet"}},
+             openapi_extra={"requestBody": GENERATION_REQUEST_BODY})
 async def create_generation(
-        body: GenerationBody, services: ServicesDep,
+        request: Request, services: ServicesDep,
         wait: Annotated[float, Query(ge=0, le=120, allow_inf_nan=False)] = 0,
         idempotency_key: Annotated[str | None, Header(
             min_length=1, max_length=255, pattern=IDEMPOTENCY_KEY_PATTERN,
             description="1-255 printable ASCII characters, no blank at either end")] = None,
-) -> JSONResponse:
+) -> Response:
     """Accept a generation job: 202 + Location at once, or 200 with the record when it ends
     within ``?wait=`` seconds. Everything that can be known now is checked now (values, live
-    limits, the served engine, the object store: 503 + Retry-After while it is down). The same
-    Idempotency-Key with the same body returns the same job (409 ``idempotency_key_reused``
-    with another body, 409 ``idempotency_key_spent`` once that job was deleted); 503
-    ``queue_full`` + Retry-After when the queue (all replicas) is full."""
+    limits, the served engine and what it supports, reference audio, the object store: 503 +
+    Retry-After while it is down). The body is JSON, or multipart/form-data with the JSON as
+    the part ``request`` and a ``melody`` or ``continuation`` audio file (up to
+    MUSICFN_MAX_UPLOAD_BYTES; stored under ``inputs/``, the job carries only its key). The
+    same Idempotency-Key with the same body returns the same job (409
+    ``idempotency_key_reused`` with another body, 409 ``idempotency_key_spent`` once that job
+    was deleted); 503 ``queue_full`` + Retry-After when the queue (all replicas) is full."""
+    body, upload = await read_generation_body(request, services.settings.max_upload_bytes)
     limits = await services.limits.get()
-    gen = body.generation_request(limits, services.default_model)
+    gen = body.generation_request(limits, await services.models.get())
     if body.callback_url is not None:
         validate_callback_url(body.callback_url,
                               allow_private=services.settings.callback_allow_private)
     options = body.clip_options()
     await services.storage.require()
-    track = pending_job(gen, options)
+    inputs = await resolve_inputs(services, body, upload, gen.duration_s,
+                                 gen.model or services.default_model)
+    track = pending_job(gen, options, inputs)
     payload = GenerationPayload(request=gen, options=options, callback_url=body.callback_url,
                                 webhook_events_filter=body.webhook_events_filter,
-                                request_id=current_request_id())
-    idempotency = None if idempotency_key is None else (idempotency_key, body.fingerprint())
-    accepted = await services.queue.submit_generation(
-        track, payload, max_depth=limits.max_pending_jobs, idempotency=idempotency)
+                                request_id=current_request_id(), inputs=inputs)
+    fingerprint = body.fingerprint(upload.sha256 if upload is not None else None)
+    idempotency = None if idempotency_key is None else (idempotency_key, fingerprint)
+    try:
+        accepted = await services.queue.submit_generation(
+            track, payload, max_depth=limits.max_pending_jobs, idempotency=idempotency)
+    except BaseException:
+        await discard_upload(services, inputs)
+        raise
     if not accepted.created:  # an Idempotency-Key replay: the first job's state
+        await discard_upload(services, inputs)
         try:
             return await respond(services, accepted.job_id, wait)
         except NotFoundError:
@@ -105,7 +131,9 @@ async def create_generation(
                 "has been deleted; use a new key to generate again",
                 code="idempotency_key_spent") from None
     bind_job_id(track.id)
-    log.info("job accepted: %.1f s, model %s", gen.duration_s, gen.model or "default")
+    log.info("job accepted: %.1f s, model %s%s", gen.duration_s, gen.model or "default",
+             "".join(f", {kind} {ref.key}" for kind, ref in
+                     (inputs.refs().items() if inputs else ())))
     services.nudge_runners()
     if wait > 0:
         return await respond(services, track.id, wait)
@@ -182,9 +210,22 @@ def parse_instant(name: str, value: str | None) -> datetime | None:
 
 
 @router.get("/{track_id}", response_model=GenerationRecord)
-async def get_generation(track_id: str, services: ServicesDep) -> GenerationRecord:
-    """Status, progress, the full record and a short-lived audio URL."""
-    return await record(services, await services.view(track_id))
+async def get_generation(
+    track_id: str, services: ServicesDep,
+    include: Annotated[Literal["waveform"] | None, Query(
+        description="`waveform`: also the peaks in record.analysis (else only at /waveform)")]
+    = None,
+) -> Response:
+    """Status, progress, the full record and a short-lived audio URL. A final record is
+    served from this replica's read-through cache for a few seconds (it never changes)."""
+    waveform = include == "waveform"
+    body = services.finals.get(track_id, waveform=waveform)
+    if body is None:
+        rec = await record(services, await services.view(track_id))
+        body = rec.model_dump_json(exclude=None if waveform else NO_WAVEFORM).encode()
+        if rec.status in FINAL_STATUSES:
+            services.finals.put(track_id, body, waveform=waveform)
+    return Response(body, media_type="application/json")
 
 
 _STATUS_EVENT = {  # one Server-Sent Event of the stream
@@ -285,5 +326,7 @@ async def delete_generation(track_id: str, services: ServicesDep) -> Response:
                             f"(POST /v1/generations/{track_id}/cancel)", code="job_in_progress")
     if sc.audio_key is not None:
         await asyncio.to_thread(services.tracks.delete, services.tracks.key_for(sc))
+    services.finals.forget(track_id)
     await services.catalogue.delete.remote([track_id])
+    services.finals.forget(track_id)
     return Response(status_code=204)

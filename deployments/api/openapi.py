@@ -13,7 +13,9 @@ this deployment:
   (optional on ``/healthz``, where it adds details), the webhook's bearer token on
   ``POST /v1/events/s3``; none when no key is configured.
 * **Bodies routes read themselves**: ``/v1/analyses`` (multipart ``file`` or raw audio, in the
-  route) and the MinIO notification of ``/v1/events/s3`` (its model's schema).
+  route), ``POST /v1/generations`` (JSON ``GenerationBody``, or multipart with it as the part
+  ``request`` and a ``melody`` or ``continuation`` file) and the MinIO notification of
+  ``/v1/events/s3`` (their models' schemas).
 * **Live facts**: the limits in force (duration, prompt length, stems), the engine and model
   this deployment serves, the batch source prefix, the servers entry for a route prefix.
 
@@ -23,6 +25,7 @@ Query and header parameters are never ``null`` (absent is absent), so their sche
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -33,8 +36,11 @@ from fastapi.routing import RouteContext, iter_route_contexts
 from deployments.api.auth import API_KEY_HEADER
 from deployments.api.deps import Services, get_services
 from deployments.api.front_door import WEBHOOK_PATH
-from deployments.api_models import batch_source_pattern
+from deployments.api.generation_inputs import capabilities
+from deployments.api_models import GenerationBody, batch_source_pattern
 from deployments.http_errors import ERROR_DESCRIPTIONS
+from deployments.served_models import ModelTable
+from engines.audio_inputs import INPUT_KINDS
 from engines.requests import Limits
 from triggers.minio_events import MinioNotification
 
@@ -70,7 +76,9 @@ def install_openapi(app: FastAPI) -> None:
     async def openapi_json(request: Request) -> JSONResponse:
         services = get_services()
         doc = live_document(base(), services, await services.limits.get(),
-                            root_path=str(request.scope.get("root_path", "")).rstrip("/"))
+                            root_path=str(request.scope.get("root_path", "")).rstrip("/"),
+                            supports=await capabilities(services).get(),
+                            table=await services.models.get())
         return JSONResponse(doc)
 
     url = app.openapi_url
@@ -93,6 +101,10 @@ def base_document(app: FastAPI) -> Document:
     notification = MinioNotification.model_json_schema(by_alias=True, ref_template=_REF)
     schemas.update(notification.pop("$defs", {}))
     schemas["MinioNotification"] = notification
+    # POST /v1/generations reads its body itself (JSON, or multipart with an audio part).
+    generation = GenerationBody.model_json_schema(ref_template=_REF)
+    schemas.update(generation.pop("$defs", {}))
+    schemas["GenerationBody"] = generation
     components["responses"] = {f"Error{status}": _error_response(status)
                                for status in ERROR_DESCRIPTIONS}
     components["securitySchemes"] = SECURITY_SCHEMES
@@ -105,9 +117,13 @@ def base_document(app: FastAPI) -> Document:
 
 
 def live_document(base: Document, services: Services, limits: Limits, *,
-                  root_path: str = "") -> Document:
-    """``base`` with this deployment's facts (limits, engine, bucket, security)."""
+                  root_path: str = "", supports: Mapping[str, Any] | None = None,
+                  table: ModelTable | None = None) -> Document:
+    """``base`` with this deployment's facts (limits, engine, bucket, security, and the
+    reference audio the served model takes: ``supports``, None when not known yet)."""
     doc = copy.deepcopy(base)
+    if supports is not None:
+        _offer_inputs(doc, [k for k in INPUT_KINDS if supports.get(k, False)])
     if root_path:
         doc["servers"] = [{"url": root_path}]
     schemas = doc["components"]["schemas"]
@@ -116,8 +132,10 @@ def live_document(base: Document, services: Services, limits: Limits, *,
     body["prompt"]["maxLength"] = min(body["prompt"]["maxLength"], limits.max_prompt_chars)
     stems = body["stems"]["anyOf"][0]
     stems["maxItems"] = min(stems["maxItems"], limits.max_stems)
-    for name, served in (("engine", services.engine_name), ("model", services.default_model)):
-        body[name]["anyOf"] = [{"type": "string", "enum": [served]}, {"type": "null"}]
+    table = table or ModelTable.single(services.default_model)
+    engines = sorted({m.engine for m in table.models.values()})
+    for name, served in (("engine", engines), ("model", list(table.models))):
+        body[name]["anyOf"] = [{"type": "string", "enum": served}, {"type": "null"}]
     body["callback_url"]["description"] += (
         "; private and loopback addresses are allowed here"
         if services.settings.callback_allow_private
@@ -135,6 +153,23 @@ def live_document(base: Document, services: Services, limits: Limits, *,
         for method, op in operations.items():
             op["security"] = _security(path, method, keyed)
     return doc
+
+
+def _offer_inputs(doc: Document, kinds: list[str]) -> None:
+    """Keep only the reference audio (melody, continuation) the served model takes: in the
+    JSON body and as multipart parts (no multipart at all when it takes none)."""
+    body = doc["components"]["schemas"]["GenerationBody"]["properties"]
+    content = doc["paths"]["/v1/generations"]["post"]["requestBody"]["content"]
+    multipart = content["multipart/form-data"]
+    for kind in INPUT_KINDS:
+        if kind not in kinds:
+            body.pop(kind, None)
+            multipart["schema"]["properties"].pop(kind, None)
+            multipart["encoding"].pop(kind, None)
+    if len(kinds) < len(INPUT_KINDS):
+        multipart["schema"].pop("not", None)
+    if not kinds:
+        del content["multipart/form-data"]
 
 
 def _example(doc: Document, path: str, body: Document) -> None:

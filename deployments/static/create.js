@@ -4,7 +4,7 @@
 // (GET /v1/generations/{id}) and shown. Job ids are kept in sessionStorage so a reload shows
 // them again.
 
-import { api, parseSeed } from "./api.js";
+import { api, parseSeed, request, toJson } from "./api.js";
 import { $, busy, clearError, el, statusBadge, when } from "./ui.js";
 import { trackCard } from "./track.js";
 
@@ -48,6 +48,33 @@ export function formBody(form) {
   return body;
 }
 
+// The reference audio chosen in the form: {kind, file, trackId} (kind "" = none). A track id
+// goes into the JSON body; a file makes the request multipart (the JSON as the part
+// "request", the file as the part named by its kind).
+export function formReference(form) {
+  const data = new FormData(form);
+  const kind = String(data.get("ref_kind") || "");
+  const file = data.get("ref_file");
+  return {
+    kind,
+    file: file instanceof File && file.size > 0 ? file : null,
+    trackId: String(data.get("ref_track") || "").trim(),
+  };
+}
+
+// POST /v1/generations with the body and, when chosen, its reference audio.
+export function createWithReference(body, ref) {
+  if (!ref || !ref.kind) return api.createGeneration(body);
+  if (ref.file) {
+    const form = new FormData();
+    form.append("request", new Blob([toJson(body)], { type: "application/json" }));
+    form.append(ref.kind, ref.file, ref.file.name);
+    return request("POST", "v1/generations", { body: form });
+  }
+  if (ref.trackId) return api.createGeneration({ ...body, [ref.kind]: { track_id: ref.trackId } });
+  return api.createGeneration(body); // a kind without audio: nothing to refer to
+}
+
 // The engine reports a fraction while it generates; otherwise the bar is indeterminate.
 function setProgress(bar, progress) {
   if (typeof progress === "number" && Number.isFinite(progress)) {
@@ -81,9 +108,9 @@ class Jobs {
     for (const id of ids) this.add({ id, status: "pending", record: null }, false, true);
   }
 
-  async submit(body) {
+  async submit(body, ref = null) {
     clearError();
-    const rec = await api.createGeneration(body);
+    const rec = await createWithReference(body, ref);
     this.add(rec, true);
     return rec;
   }
@@ -286,7 +313,7 @@ export function initCreate() {
   const form = $("#gen-form");
   form.addEventListener("submit", (event) => {
     event.preventDefault();
-    busy($("#generate"), () => jobs.submit(formBody(form)));
+    busy($("#generate"), () => jobs.submit(formBody(form), formReference(form)));
   });
   return jobs;
 }

@@ -12,12 +12,18 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, get_args
 
-from functions.normalize import DEFAULT_PRESET, PresetName
+from functions.options import (
+    BIT_DEPTH_SUBTYPES,
+    DEFAULT_PRESET,
+    EncodeOptions,
+    FormatName,
+    PresetName,
+    resolve_levels,
+)
 from musicfn.errors import InvalidRequestError
 
 if TYPE_CHECKING:
     from functions.decode import DecodeLimits
-    from functions.encode import FormatName
     from functions.results import AnalysisResult, AudioInfo
 
 _SUFFIX_FORMATS: dict[str, FormatName] = {
@@ -173,8 +179,8 @@ def _num(value: float | None, digits: int = 1) -> str:
 
 def _normalize(args: argparse.Namespace) -> int:
     from functions.decode import decode_audio
-    from functions.encode import BIT_DEPTH_SUBTYPES, EncodeOptions, encode
-    from functions.normalize import normalize, resolve_preset
+    from functions.encode import encode
+    from functions.normalize import normalize
 
     fmt: FormatName | None = args.format or _SUFFIX_FORMATS.get(args.output.suffix.lower())
     if fmt is None:
@@ -186,12 +192,7 @@ def _normalize(args: argparse.Namespace) -> int:
         raise InvalidRequestError(
             f"--bit-depth does not apply to {fmt} (lossy)", code="bad_subtype"
         )
-    target, ceiling = -16.0, -1.0
-    if args.preset is not None:
-        preset = resolve_preset(args.preset)
-        target, ceiling = preset.target_lufs, preset.ceiling_dbtp
-    target = args.target if args.target is not None else target
-    ceiling = args.ceiling if args.ceiling is not None else ceiling
+    target, ceiling = resolve_levels(args.preset, args.target, args.ceiling)
 
     decoded = decode_audio(args.input, _limits())
     audio, report = normalize(decoded.audio, decoded.sample_rate, target, ceiling)

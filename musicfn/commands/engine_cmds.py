@@ -7,21 +7,35 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from engines.loader import ENGINE_NAMES
 from musicfn.errors import ConfigurationError, InvalidRequestError, NoGpuError
 
 
 def register(subparsers: Any) -> None:
     """Add the engine commands to the ``musicfn`` parser."""
+    from engines.tiny_model import DEFAULT_SIZE, SIZES
+
     p = subparsers.add_parser(
         "make-tiny-model",
-        help="build a tiny random-weight MusicGen checkpoint directory (no download)",
-        description="Write state_dict.bin + compression_state_dict.bin for a tiny MusicGen "
-        "with random weights. It loads through MusicGen.get_pretrained(DIR) like a real "
-        "model and produces noise-like audio at 32 kHz: for tests and local tries.",
+        help="build a random-weight MusicGen checkpoint directory (no download)",
+        description="Write state_dict.bin + compression_state_dict.bin for a MusicGen with "
+        "random weights. It loads through MusicGen.get_pretrained(DIR) like a real model and "
+        "produces noise-like audio at 32 kHz: for tests, benches and local tries. --size "
+        "small/medium build the published musicgen-small/-medium architectures (~1.9/7.6 GB "
+        "in float32, half that with --weights-dtype float16).",
     )
     p.add_argument("dir", type=Path, help="output directory (created)")
+    p.add_argument("--size", choices=list(SIZES), default=DEFAULT_SIZE,
+                   help=f"architecture (default {DEFAULT_SIZE}: a few hundred kB, for tests)")
+    p.add_argument("--weights-dtype", choices=["float32", "float16"], default="float32",
+                   help="dtype of the saved weights (float16 halves the files and load I/O)")
     p.add_argument("--seed", type=int, default=0, help="weight initialisation seed")
     p.add_argument("--force", action="store_true", help="overwrite an existing checkpoint")
+    p.add_argument("--engine", choices=["audiocraft", "transformers"], default="audiocraft",
+                   help="checkpoint format: audiocraft's, or a transformers save_pretrained "
+                   "directory (tiny size only)")
+    p.add_argument("--melody", action="store_true",
+                   help="with --engine transformers: a MusicgenMelody model")
     p.set_defaults(func=_make_tiny_model)
 
     g = subparsers.add_parser(
@@ -32,7 +46,7 @@ def register(subparsers: Any) -> None:
     )
     g.add_argument("prompt", help="text prompt")
     g.add_argument("--out", type=Path, required=True, help="output .wav path")
-    g.add_argument("--engine", choices=["audiocraft", "synth"], default="audiocraft")
+    g.add_argument("--engine", choices=ENGINE_NAMES, default="audiocraft")
     g.add_argument("--model", default="facebook/musicgen-small",
                    help="HF id or a local checkpoint dir (see make-tiny-model)")
     g.add_argument("--device", choices=["auto", "cuda", "cpu"], default="auto",
@@ -51,10 +65,21 @@ def _make_tiny_model(args: argparse.Namespace) -> int:
     from engines.tiny_model import is_model_dir, make_tiny_model
 
     out: Path = args.dir
+    if args.engine == "transformers":
+        from engines.tiny_transformers import make_tiny_transformers_model
+
+        if (out / "config.json").exists() and not args.force:
+            raise ConfigurationError(f"{out} already holds a checkpoint (use --force to "
+                                     "overwrite)")
+        make_tiny_transformers_model(out, seed=args.seed, melody=args.melody)
+        print(f"tiny random-weight transformers MusicGen written to {out}")
+        print(f"try: musicfn generate-local 'lofi beat' --engine transformers --model {out} "
+              "--device cpu --out tiny.wav")
+        return 0
     if is_model_dir(out) and not args.force:
         raise ConfigurationError(f"{out} already holds a checkpoint (use --force to overwrite)")
-    make_tiny_model(out, seed=args.seed)
-    print(f"tiny MusicGen written to {out}")
+    make_tiny_model(out, size=args.size, seed=args.seed, weights_dtype=args.weights_dtype)
+    print(f"{args.size} random-weight MusicGen ({args.weights_dtype}) written to {out}")
     print(f"try: musicfn generate-local 'lofi beat' --model {out} --device cpu --out tiny.wav")
     return 0
 
@@ -73,11 +98,11 @@ def _generate(args: argparse.Namespace) -> int:
     if args.out.suffix.lower() != ".wav":
         raise InvalidRequestError(f"--out must end in .wav, got {args.out}")
     device = args.device
-    if args.engine == "audiocraft" and device == "auto":
+    if args.engine in ("audiocraft", "transformers") and device == "auto":
         import torch
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    elif args.engine == "audiocraft" and device == "cuda":
+    elif args.engine in ("audiocraft", "transformers") and device == "cuda":
         import torch
 
         if not torch.cuda.is_available():

@@ -8,6 +8,12 @@ MusicGen's GPU reservation dropped (it prints the config file, every override an
 deployments' effective ``max_ongoing_requests``). Then it submits one example generation over
 HTTP, prints the object key, the analysis and the catalogue row, and serves until Ctrl-C
 (``--once`` exits after the example).
+
+Start-up overlaps what can overlap: the embedded S3 (started, then kept alive by
+``storage.s3_supervisor``), the serve config's validation and the local weights check run in
+threads while Ray starts; the GPU check asks Ray (no torch import in this process). It prints
+how long each phase took (``start-up phase ...`` lines, then the total) once the service is
+ready, and the time to the first track after the example.
 """
 
 from __future__ import annotations
@@ -15,32 +21,44 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
+from musicfn.commands.run_phases import DeployWatch, Phases
+from musicfn.commands.run_service import (
+    auth_headers,
+    start_catalogue_owner,
+    start_ray,
+    start_s3,
+    stop_service,
+    wait_healthy,
+)
 from musicfn.errors import ConfigurationError
 from musicfn.settings import Settings, get_settings
-from storage.backends import open_storage
+from storage.embedded_s3 import EmbeddedS3
+from storage.s3_supervisor import S3Supervisor
+
+T = TypeVar("T")
 
 EXAMPLE = {"prompt": "warm lofi hip hop beat with soft piano chords", "duration_s": 8.0,
            "bpm": 84, "key": "A minor", "seed": 42}
 
 
-def choose_engine(requested: str, model: str, device: str) -> tuple[dict[str, Any], str]:
-    """The MusicGen app args for this machine, and one line saying why."""
+def choose_engine(requested: str, model: str, device: str, *, gpus: float,
+                  weights: bool) -> tuple[dict[str, Any], str]:
+    """The MusicGen app args for this machine, and one line saying why: ``gpus`` is the Ray
+    cluster's GPU count (Ray detects CUDA devices itself), ``weights`` whether the model's
+    weights are here."""
     if requested == "synth":
         return {"engine": "synth", "device": "cpu"}, "synth engine: asked for with --engine"
-    import torch
-
-    has_gpu = torch.cuda.is_available() and device != "cpu"
-    weights = _weights_available(model)
+    has_gpu = gpus > 0 and device != "cpu"
     if requested == "audiocraft":
         dev = "cuda" if has_gpu else "cpu"
         return ({"engine": "audiocraft", "model": model, "device": dev},
@@ -53,7 +71,8 @@ def choose_engine(requested: str, model: str, device: str) -> tuple[dict[str, An
     return {"engine": "synth", "device": "cpu"}, f"synth engine on cpu: {why}"
 
 
-def _weights_available(model: str) -> bool:
+def weights_available(model: str) -> bool:
+    """True when the MusicGen checkpoint ``model`` (a directory or a Hub name) is local."""
     if Path(model).is_dir():
         return (Path(model) / "state_dict.bin").exists()
     try:
@@ -72,52 +91,87 @@ def default_config_path() -> Path:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """Start S3, Ray and Serve, make the example generation, serve until Ctrl-C."""
+    phases = Phases()
+    phases.add("python start + imports", phases.t0, time.monotonic())
     settings = get_settings()
     config_path = Path(args.config) if args.config is not None else default_config_path()
     if not config_path.is_file():
         raise ConfigurationError(f"serve config {config_path} not found: pass --config PATH "
                                  "(the production description, serve_config.yaml)")
-    with open_storage(settings) as storage:
-        if storage.embedded is not None:
-            state = "reused" if storage.embedded.reused else "started"
-            print(f"embedded S3 {state}: {storage.embedded.endpoint_url} "
-                  f"(data: {storage.embedded.data_dir})")
-        else:
-            print(f"S3: {settings.endpoint_url}")
-        engine_args, why = choose_engine(args.engine, args.model, settings.device)
-        print(why)
-        try:
-            base = _start_service(settings, config_path, engine_args)
-            _example(base, settings)
-            if args.once:
-                return 0
-            print(f"musicfn serving on {base} (OpenAPI: {base}/docs); Ctrl-C to stop")
-            stop = threading.Event()
-            signal.signal(signal.SIGTERM, lambda *_: stop.set())
-            with contextlib.suppress(KeyboardInterrupt):
-                stop.wait()
-            print("stopping")
+    embedded: list[EmbeddedS3] = []
+    supervisor: S3Supervisor | None = None
+    try:
+        with phases.phase("import ray"):  # here, so that two threads never import it at once
+            import ray  # noqa: F401
+        with ThreadPoolExecutor(3, thread_name_prefix="musicfn-start") as pool:
+            s3 = pool.submit(_timed, phases, "object store (S3 + bucket)",
+                             lambda: start_s3(settings, embedded))
+            production = pool.submit(_timed, phases, "serve config (load + validate)",
+                                     lambda: _load_config(config_path, None))
+            weights = pool.submit(_timed, phases, "engine weights check",
+                                  lambda: args.engine != "synth" and weights_available(args.model))
+            with phases.phase("ray init"):
+                gpus = start_ray(settings)
+            pool.submit(_timed, phases, "catalogue owner (started early)",
+                        lambda: start_catalogue_owner(settings))
+            s3.result()
+            if embedded:  # from now on SeaweedFS is restarted whenever it dies
+                supervisor = S3Supervisor(embedded[0]).start()
+            engine_args, why = choose_engine(args.engine, args.model, settings.device,
+                                             gpus=gpus, weights=weights.result())
+            print(why)
+            base = _start_service(settings, config_path, engine_args, production, phases)
+        ready = phases.elapsed()
+        for line in phases.lines("ready (/healthz 200)"):
+            print(line)
+        _example(base, settings)
+        print(f"start-up: ready in {ready:.2f} s, first track in {phases.elapsed():.2f} s")
+        if args.once:
             return 0
-        finally:
-            _stop_service()
+        print(f"musicfn serving on {base} (OpenAPI: {base}/docs); Ctrl-C to stop")
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
+        print("stopping")
+        return 0
+    finally:
+        if supervisor is not None:
+            supervisor.stop()
+        try:
+            stop_service()
+        finally:  # the S3 server is a process of its own: never left behind
+            for server in embedded:
+                server.stop()
 
 
-def _start_service(settings: Settings, config_path: Path, engine_args: dict[str, Any]) -> str:
-    """Start Ray, then deploy the serve config adapted to this machine; the base URL."""
+def _timed(phases: Phases, name: str, work: Callable[[], T]) -> T:
+    with phases.phase(name):
+        return work()
+
+
+def _load_config(config_path: Path, overrides: Any) -> dict[str, Any]:
+    from deployments.serve_config import load_serve_config
+
+    return load_serve_config(config_path, overrides=overrides)
+
+
+def _start_service(settings: Settings, config_path: Path, engine_args: dict[str, Any],
+                   production_config: Future[dict[str, Any]], phases: Phases) -> str:
+    """Deploy the serve config adapted to this machine (Ray is up); the base URL."""
     import ray
 
-    from deployments.serve_config import EngineOverrides, deploy_config, load_serve_config
-    from musicfn.commands.ray_session import loopback_ray_options
+    from deployments.serve_config import EngineOverrides, deploy_config
 
-    # Worker logs stay in Ray's session directory (/tmp/ray/session_latest/logs), not here.
-    ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
-             logging_level=logging.WARNING, configure_logging=True, log_to_driver=False,
-             **loopback_ray_options())  # Ray's listeners on 127.0.0.1 where Ray allows it
     overrides = EngineOverrides.from_args(
         engine_args,
         cluster_cpus=float(ray.cluster_resources().get("CPU", 0.0)))  # type: ignore[no-untyped-call]
-    production = load_serve_config(config_path, overrides=None)
-    config = load_serve_config(config_path, overrides=overrides)
+    try:
+        production = production_config.result()
+    except (ImportError, AttributeError):  # an import racing Ray's start-up: load it here
+        production = _load_config(config_path, None)
+    config = _load_config(config_path, overrides)
     print(f"serve config: {config_path}")
     changes = _config_changes(production, config)
     # MUSICFN_HTTP_HOST / MUSICFN_HTTP_PORT, when set, replace the file's http_options.
@@ -131,8 +185,12 @@ def _start_service(settings: Settings, config_path: Path, engine_args: dict[str,
     for change in changes:
         print(f"  {change}")
     print("deploying (Serve, then the application) ...")
-    base = deploy_config(config, http_host=http_host, http_port=http_port)
+    with phases.phase("serve deploy (all applications RUNNING)"):
+        base = deploy_config(config, http_host=http_host, http_port=http_port,
+                             on_status=DeployWatch(phases))
     _print_deployments(config)
+    with phases.phase("first /healthz 200"):
+        wait_healthy(base, settings)
     return base
 
 
@@ -169,19 +227,8 @@ def _print_deployments(config: dict[str, Any]) -> None:
                   f"max_ongoing_requests {effective.get('max_ongoing_requests')}")
 
 
-def _stop_service() -> None:
-    import ray
-    from ray import serve
-
-    with contextlib.suppress(Exception):
-        serve.shutdown()  # type: ignore[no-untyped-call]
-    ray.shutdown()  # type: ignore[no-untyped-call]
-
-
 def _example(base: str, settings: Settings) -> None:
-    headers = {}
-    if settings.api_key is not None:
-        headers["x-api-key"] = settings.api_key.get_secret_value()
+    headers = auth_headers(settings)
     with httpx.Client(base_url=base, timeout=300, trust_env=False) as client:
         r = client.post("/v1/generations", params={"wait": 120}, json=EXAMPLE, headers=headers)
         if r.status_code >= 300:

@@ -10,7 +10,7 @@ import argparse
 import json
 import re
 from datetime import UTC, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
@@ -19,7 +19,6 @@ from musicfn.errors import InvalidRequestError
 from musicfn.settings import get_settings
 from musicfn.validation import as_request_error
 from storage.backends import open_storage
-from storage.catalogue import Catalogue
 from storage.catalogue_queries import TrackQuery
 from storage.embedded_s3 import EmbeddedS3
 from storage.reindex import cleanup_older_than, cleanup_orphans, reindex
@@ -131,9 +130,8 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     settings = get_settings()
     with open_storage(settings) as storage, open_catalogue_access(settings) as opened:
         # Bucket reads on threads here, also when attached to the service's Ray cluster: its
-        # CPUs are for audio work. storage.reindex takes a Catalogue; it only calls
-        # CatalogueAccess methods.
-        report = reindex(storage.objects, cast(Catalogue, opened.catalogue), settings,
+        # CPUs are for audio work.
+        report = reindex(storage.objects, opened.catalogue, settings,
                          prune=not args.no_prune, parallel="threads")
     if args.json:
         _print_json(report)
@@ -168,7 +166,7 @@ def cmd_cleanup(args: argparse.Namespace) -> int:
                     print(f"  {key}")
             return 0
         with open_catalogue_access(settings) as opened:
-            report = cleanup_older_than(storage.objects, cast(Catalogue, opened.catalogue),
+            report = cleanup_older_than(storage.objects, opened.catalogue,
                                         settings, parse_duration(args.older_than),
                                         dry_run=args.dry_run)
     if args.json:
