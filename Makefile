@@ -49,7 +49,7 @@ lint: install
 	$(BIN)/lint-imports  # the layer contracts in .importlinter
 
 typecheck: install
-	$(BIN)/mypy musicfn storage functions deployments engines jobs triggers
+	$(BIN)/mypy musicfn musicfn_cli storage functions deployments engines jobs triggers
 
 check: lint typecheck test
 

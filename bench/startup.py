@@ -14,6 +14,7 @@ machine are left alone) and kills only the process group it started.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import statistics
@@ -78,6 +79,7 @@ def one_run(timeout_s: float, extra: list[str], tree: Path | None = None,
                 healed = kill_s3_and_wait(client, http_port, data / "s3", timeout_s)
     finally:
         with_sigint(proc)
+        stop_s3(data / "s3")
         reader.join(timeout=5)
     phases = "\n".join(f"    {t:6.2f}s  {line}" for t, line in lines
                        if line.startswith(("start-up", "generated", "embedded S3", "deploy",
@@ -130,6 +132,17 @@ def kill_s3_and_wait(client: httpx.Client, http_port: int, s3_dir: Path,
             return time.monotonic() - killed
         time.sleep(0.1)
     return float("nan")
+
+
+def stop_s3(s3_dir: Path) -> None:
+    """Stop this run's embedded SeaweedFS (any ``weed`` serving ``s3_dir``): it runs in its own
+    session, so a SIGKILL of the service's process group (a slow Ctrl-C) leaves it behind, and
+    the S3 supervisor may have restarted it under a pid the pid file no longer names."""
+    marker = f"-dir={s3_dir.resolve()}".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if marker in cmdline.read_bytes().split(b"\0"):
+                os.kill(int(cmdline.parent.name), signal.SIGTERM)
 
 
 def with_sigint(proc: subprocess.Popen[str]) -> None:

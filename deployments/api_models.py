@@ -37,9 +37,7 @@ from engines.requests import (
     check_text,
     parse_request,
 )
-from functions.encode import EncodeOptions, PcmSubtype
-from functions.normalize import DEFAULT_PRESET, PresetName
-from functions.pipeline import ClipOptions
+from functions.options import DEFAULT_PRESET, ClipOptions, EncodeOptions, PcmSubtype, PresetName
 from jobs.callbacks import EventFilter
 from musicfn.errors import InputError
 from musicfn.validation import integral

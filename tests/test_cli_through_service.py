@@ -1,6 +1,6 @@
 """Every catalogue command works with the service stopped (the DuckDB file) and running (the
 service's catalogue owner actor holds the file: the CLI goes through it), without the user
-choosing: ``musicfn.commands.catalogue_access``.
+choosing: ``musicfn_cli.commands.catalogue_access``.
 
 The running case starts the real service (``musicfn run``, its own Ray cluster with token
 auth, Serve, one example generation) in a subprocess, then runs the commands as subprocesses
@@ -25,9 +25,9 @@ from typing import Any
 
 import pytest
 
-from musicfn.commands.catalogue_access import OwnerCatalogue
-from musicfn.commands.ray_session import catalogue_holder, ray_address_of
 from musicfn.settings import Settings
+from musicfn_cli.commands.catalogue_access import OwnerCatalogue
+from musicfn_cli.commands.ray_session import catalogue_holder, ray_address_of
 from storage.catalogue import Catalogue
 from storage.dlq import DeadLetter, DeadLetterQueue
 from storage.objects import ObjectStore

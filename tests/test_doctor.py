@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from musicfn.cli import main
-from musicfn.doctor import is_loopback
+from musicfn_cli.doctor import is_loopback
+from musicfn_cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 STRONG = "k" * 32

@@ -96,7 +96,7 @@ def test_cli_process_folder_and_prefix(batch_app: tuple[httpx.Client, Settings, 
         (folder / name).write_bytes(wav_bytes(seconds=1.0, seed=10 + i))
     (folder / "notes.txt").write_text("ignored")
     env = _cli_env(settings, ray_cluster)
-    run = subprocess.run([sys.executable, "-m", "musicfn.cli", "process", str(folder),
+    run = subprocess.run([sys.executable, "-m", "musicfn_cli.main", "process", str(folder),
                           "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     summary = json.loads(run.stdout)
@@ -105,16 +105,16 @@ def test_cli_process_folder_and_prefix(batch_app: tuple[httpx.Client, Settings, 
     assert len(uploaded) == 3 and any(k.endswith("/sub/c.wav") for k in uploaded)
     # The same objects again through an s3:// source: all skipped, exit 0.
     prefix = uploaded[0].rsplit("/", 1)[0].split("/sub")[0]
-    run = subprocess.run([sys.executable, "-m", "musicfn.cli", "process",
+    run = subprocess.run([sys.executable, "-m", "musicfn_cli.main", "process",
                           f"s3://{settings.bucket}/{prefix}/", "--json"],
                          env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr
     assert json.loads(run.stdout)["skipped"] == 3
     # Bad input: one line, exit 2.
-    bad = subprocess.run([sys.executable, "-m", "musicfn.cli", "process", "s3://x/incoming/"],
+    bad = subprocess.run([sys.executable, "-m", "musicfn_cli.main", "process", "s3://x/incoming/"],
                          env=env, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1
     assert "not musicfn's bucket" in bad.stderr
-    ls = subprocess.run([sys.executable, "-m", "musicfn.cli", "events", "ls", "--json"],
+    ls = subprocess.run([sys.executable, "-m", "musicfn_cli.main", "events", "ls", "--json"],
                         env=env, capture_output=True, text=True, timeout=120)
     assert ls.returncode == 0 and isinstance(json.loads(ls.stdout), list)

@@ -120,7 +120,7 @@ def test_watch_killed_mid_way_resumes_without_duplicates(poller_env: Any,
     keys = [f"incoming/burst/{i:02d}.wav" for i in range(10)]
     for i, key in enumerate(keys):
         objects.put(key, wav_bytes(seconds=1.0, seed=i), content_type="audio/wav")
-    cmd = [sys.executable, "-m", "musicfn.cli", "watch", "--interval", "0.5"]
+    cmd = [sys.executable, "-m", "musicfn_cli.main", "watch", "--interval", "0.5"]
     watch = subprocess.Popen(cmd, env=_cli_env(settings, ray_cluster),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:

@@ -231,7 +231,7 @@ def test_corrupt_audio_is_dead_lettered_and_replay_after_fix_succeeds(
     assert _tracks(env, key) == []
     # Fix the object, then replay the letter through the CLI (attached to this cluster).
     _upload(env, key)
-    from musicfn.cli import main
+    from musicfn_cli.main import main
 
     for name, value in musicfn_env(settings).items():
         monkeypatch.setenv(name, value)

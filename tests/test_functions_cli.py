@@ -1,4 +1,4 @@
-"""``musicfn analyze`` / ``musicfn normalize`` through ``musicfn.cli.main`` and the script."""
+"""``musicfn analyze`` / ``musicfn normalize`` through ``musicfn_cli.main.main`` and the script."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from functions.loudness import measure_loudness
-from musicfn.cli import main
+from musicfn_cli.main import main
 from tests.functions_signals import cadence, chord_progression, pattern
 
 SR = 32_000

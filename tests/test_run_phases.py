@@ -7,12 +7,12 @@ import subprocess
 import sys
 import time
 
-from musicfn.commands.run_cmd import choose_engine
-from musicfn.commands.run_phases import Phases, process_age_s
+from musicfn_cli.commands.run_cmd import choose_engine
+from musicfn_cli.commands.run_phases import Phases, process_age_s
 
 
 def test_process_age_counts_from_the_process_start() -> None:
-    code = "from musicfn.commands.run_phases import process_age_s; print(process_age_s())"
+    code = "from musicfn_cli.commands.run_phases import process_age_s; print(process_age_s())"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert 0.0 < float(out.stdout) < process_age_s()  # a child is younger than this test
@@ -43,7 +43,7 @@ def test_engine_choice_asks_ray_for_gpus_not_torch() -> None:
     assert "not found" in why
     asked, _ = choose_engine("audiocraft", model, "cuda", gpus=0, weights=False)
     assert asked["device"] == "cpu"
-    code = ("import sys; from musicfn.commands.run_cmd import choose_engine; "
+    code = ("import sys; from musicfn_cli.commands.run_cmd import choose_engine; "
             "choose_engine('auto', 'x', 'cuda', gpus=0, weights=False); "
             "print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -72,7 +72,7 @@ def test_cpu_override_changes_only_engine_args_and_musicgen_placement() -> None:
         (*musicgen, "num_cpus"): (1, 0.25),
     }
     assert production == raw()  # the input is not modified
-    from musicfn.commands.run_cmd import _config_changes  # what `musicfn run` prints
+    from musicfn_cli.commands.run_cmd import _config_changes  # what `musicfn run` prints
 
     assert len(_config_changes(production, adapted)) == 5
 
@@ -152,8 +152,8 @@ def test_missing_file_and_foreign_app(tmp_path: Path) -> None:
 
 
 def test_run_defaults_to_the_repository_config() -> None:
-    from musicfn.cli import build_parser
-    from musicfn.commands.run_cmd import default_config_path
+    from musicfn_cli.commands.run_cmd import default_config_path
+    from musicfn_cli.main import build_parser
 
     assert default_config_path() == CONFIG
     args = build_parser().parse_args(["run", "--once", "--config", "other.yaml"])

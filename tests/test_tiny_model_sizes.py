@@ -26,8 +26,8 @@ from engines.tiny_model import (
     make_tiny_model,
     model_size,
 )
-from musicfn.cli import build_parser, main
 from musicfn.errors import ConfigurationError
+from musicfn_cli.main import build_parser, main
 
 
 def test_the_size_table_has_the_published_shapes() -> None:

@@ -13,8 +13,7 @@ from deployments.api.deps import ServicesDep
 from deployments.api.generations import record
 from deployments.api.uploads import read_upload
 from functions.decode import DecodeLimits, decode_audio
-from functions.normalize import DEFAULT_PRESET, PresetName
-from functions.pipeline import ClipOptions
+from functions.options import DEFAULT_PRESET, ClipOptions, PresetName
 from functions.tasks import analyze_task
 from jobs.pipeline import store_upload
 from storage.jobs_schema import JobView

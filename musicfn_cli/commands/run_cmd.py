@@ -31,8 +31,10 @@ from typing import Any, TypeVar
 
 import httpx
 
-from musicfn.commands.run_phases import DeployWatch, Phases
-from musicfn.commands.run_service import (
+from musicfn.errors import ConfigurationError
+from musicfn.settings import Settings, get_settings
+from musicfn_cli.commands.run_phases import DeployWatch, Phases
+from musicfn_cli.commands.run_service import (
     auth_headers,
     start_catalogue_owner,
     start_ray,
@@ -40,8 +42,6 @@ from musicfn.commands.run_service import (
     stop_service,
     wait_healthy,
 )
-from musicfn.errors import ConfigurationError
-from musicfn.settings import Settings, get_settings
 from storage.embedded_s3 import EmbeddedS3
 from storage.s3_supervisor import S3Supervisor
 

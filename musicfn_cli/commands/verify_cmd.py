@@ -3,7 +3,7 @@
 Exit codes: 0 clean, 1 problems found (or the check could not run), 2 bad input. While the
 service runs, its catalogue owner actor holds the DuckDB file (one read-write process per
 file), so verify asks that owner, and opens the file itself otherwise
-(``musicfn.commands.catalogue_access``, as every catalogue command). Attaching handles Ray's
+(``musicfn_cli.commands.catalogue_access``, as every catalogue command). Attaching handles Ray's
 token auth (no ``RAY_AUTH_MODE=token`` to export); a refused or missing token fails at once
 with ``ray_auth_failed``.
 """
@@ -16,9 +16,9 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-from musicfn.commands.catalogue_access import open_catalogue_access
-from musicfn.commands.storage_cmds import parse_duration
 from musicfn.settings import get_settings
+from musicfn_cli.commands.catalogue_access import open_catalogue_access
+from musicfn_cli.commands.storage_cmds import parse_duration
 from storage.backends import open_storage
 from storage.verify import VerifyReport, verify
 

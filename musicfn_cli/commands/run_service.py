@@ -32,7 +32,7 @@ def start_ray(settings: Settings) -> float:
     """Start a local Ray cluster on loopback; its GPU count."""
     import ray
 
-    from musicfn.commands.ray_session import loopback_ray_options
+    from musicfn_cli.commands.ray_session import loopback_ray_options
 
     # Worker logs stay in Ray's session directory (/tmp/ray/session_latest/logs), not here.
     ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,

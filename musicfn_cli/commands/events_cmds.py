@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from musicfn.commands import ray_session
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import Settings, get_settings
+from musicfn_cli.commands import ray_session
 from storage.backends import open_storage
 from storage.dlq import DeadLetter
 from storage.objects import ObjectStore

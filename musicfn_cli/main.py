@@ -1,6 +1,6 @@
 """The ``musicfn`` command line.
 
-Command groups live in ``musicfn.commands.*``; each module exposes ``register(subparsers)`` and
+Command groups live in ``musicfn_cli.commands.*``; each module exposes ``register(subparsers)`` and
 sets ``func`` on its parsers. ``main`` imports only the module of the command given (``COMMANDS``),
 so ``musicfn run`` does not pay for the audio or engine imports; ``--help`` loads them all.
 Any ``MusicfnError`` ends the command with one line on stderr and exit code 2 (1 for failures
@@ -19,26 +19,27 @@ from musicfn.errors import InputError, MusicfnError
 
 # Each listed module registers its subcommands; modules that are not there yet are skipped.
 COMMAND_MODULES = (
-    "musicfn.commands.storage_cmds",
-    "musicfn.commands.run_cmd",
-    "musicfn.commands.audio_cmds",
-    "musicfn.commands.engine_cmds",
-    "musicfn.commands.client_cmds",
-    "musicfn.commands.events_cmds",
-    "musicfn.commands.doctor_cmd",
-    "musicfn.commands.verify_cmd",
+    "musicfn_cli.commands.storage_cmds",
+    "musicfn_cli.commands.run_cmd",
+    "musicfn_cli.commands.audio_cmds",
+    "musicfn_cli.commands.engine_cmds",
+    "musicfn_cli.commands.client_cmds",
+    "musicfn_cli.commands.events_cmds",
+    "musicfn_cli.commands.doctor_cmd",
+    "musicfn_cli.commands.verify_cmd",
 )
 
 # Which module registers each top-level command: ``main`` imports only that one.
 COMMANDS: dict[str, str] = {
-    **dict.fromkeys(("s3", "ls", "stats", "reindex", "cleanup"), "musicfn.commands.storage_cmds"),
-    "run": "musicfn.commands.run_cmd",
-    **dict.fromkeys(("analyze", "normalize"), "musicfn.commands.audio_cmds"),
-    **dict.fromkeys(("make-tiny-model", "generate-local"), "musicfn.commands.engine_cmds"),
-    "generate": "musicfn.commands.client_cmds",
-    **dict.fromkeys(("watch", "process", "events"), "musicfn.commands.events_cmds"),
-    "doctor": "musicfn.commands.doctor_cmd",
-    "verify": "musicfn.commands.verify_cmd",
+    **dict.fromkeys(("s3", "ls", "stats", "reindex", "cleanup"),
+                    "musicfn_cli.commands.storage_cmds"),
+    "run": "musicfn_cli.commands.run_cmd",
+    **dict.fromkeys(("analyze", "normalize"), "musicfn_cli.commands.audio_cmds"),
+    **dict.fromkeys(("make-tiny-model", "generate-local"), "musicfn_cli.commands.engine_cmds"),
+    "generate": "musicfn_cli.commands.client_cmds",
+    **dict.fromkeys(("watch", "process", "events"), "musicfn_cli.commands.events_cmds"),
+    "doctor": "musicfn_cli.commands.doctor_cmd",
+    "verify": "musicfn_cli.commands.verify_cmd",
 }
 
 Handler = Callable[[argparse.Namespace], int]

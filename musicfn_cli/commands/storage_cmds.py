@@ -1,7 +1,7 @@
 """Storage commands: ``s3``, ``ls``, ``stats``, ``reindex``, ``cleanup``.
 
 The catalogue commands work with the service stopped (the DuckDB file) and running (its
-catalogue owner actor): ``musicfn.commands.catalogue_access`` decides which.
+catalogue owner actor): ``musicfn_cli.commands.catalogue_access`` decides which.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from musicfn.commands.catalogue_access import open_catalogue_access
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import get_settings
 from musicfn.validation import as_request_error
+from musicfn_cli.commands.catalogue_access import open_catalogue_access
 from storage.backends import open_storage
 from storage.catalogue_queries import TrackQuery
 from storage.embedded_s3 import EmbeddedS3

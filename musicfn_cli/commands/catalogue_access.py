@@ -24,9 +24,9 @@ from typing import Literal, Protocol
 
 import pyarrow as pa
 
-from musicfn.commands.ray_session import lock_holder_pid, ray_address_of, service_ray_address
 from musicfn.errors import CatalogueError, CatalogueLockedError
 from musicfn.settings import Settings
+from musicfn_cli.commands.ray_session import lock_holder_pid, ray_address_of, service_ray_address
 from storage.catalogue import CatalogueStats
 from storage.catalogue_actor import OwnerClient, connect_owner
 from storage.catalogue_events import EventRecord

@@ -1,6 +1,6 @@
 """``musicfn doctor``: print the security posture; exit 1 on a dangerous combination.
 
-Besides the configuration checks (``musicfn.doctor``) it lists every TCP socket the running
+Besides the configuration checks (``musicfn_cli.doctor``) it lists every TCP socket the running
 service listens on, read from ``/proc`` (``/proc/net/tcp{,6}`` and the processes' open
 sockets): the service's processes are the tree of the one holding the catalogue file (the
 owner actor under ``musicfn run``, with Ray's GCS, raylet, agents and workers of the same
@@ -21,9 +21,9 @@ from typing import Any
 
 import yaml  # type: ignore[import-untyped]  # PyYAML, a dependency of ray[serve]
 
-from musicfn.doctor import Finding, Listener, load_settings, run_checks
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import Settings
+from musicfn_cli.doctor import Finding, Listener, load_settings, run_checks
 
 _MARK = {"ok": "ok    ", "warn": "warn  ", "danger": "DANGER"}
 
@@ -160,7 +160,7 @@ def _is_service(argv: list[str]) -> bool:
     """A Ray process or ``musicfn run`` (the ancestors of the catalogue owner to include)."""
     name = _label(argv)
     return name.startswith("ray::") or name in ("raylet", "gcs_server", "default_worker.py") \
-        or (any(os.path.basename(a) in ("musicfn", "musicfn.cli") for a in argv)
+        or (any(os.path.basename(a) in ("musicfn", "musicfn_cli.main") for a in argv)
             and "run" in argv)
 
 

@@ -1,0 +1,1 @@
+"""The ``musicfn`` command line: on top of every other package, imported by none of them."""
