@@ -116,6 +116,7 @@ class Runner:
         self.stats = RunnerStats()
         self._wake = asyncio.Event()
         self._draining = False
+        self._backlog = False  # the last lease filled every free slot: more may be waiting
 
     def nudge(self) -> None:
         """Work may be waiting: look now instead of at the next poll."""
@@ -167,8 +168,9 @@ class Runner:
     # -- internals -------------------------------------------------------------------------
 
     async def _lease(self) -> None:
-        lease = await self.queue.lease(self.holder, self.concurrency - len(self.running),
-                                       self.lease_s, sorted(self.work))
+        room = self.concurrency - len(self.running)
+        lease = await self.queue.lease(self.holder, room, self.lease_s, sorted(self.work))
+        self._backlog = len(lease.run) + len(lease.exhausted) >= room
         for job in [*lease.run, *lease.exhausted]:
             self.stats.leased += 1
             r = _Running(job, JobContext(self.holder))
@@ -216,7 +218,14 @@ class Runner:
                 if outcome == "canceled" and end.outcome != "canceled":
                     await work.discard(job)  # canceled while it was being stored
             finally:
-                self.running.pop(job.id, None)
+                self._freed(job.id)
+
+    def _freed(self, job_id: str) -> None:
+        """A slot is free: with a backlog, lease again now instead of at the next poll (a
+        burst of short jobs would otherwise wait ``poll_s`` for each refill)."""
+        self.running.pop(job_id, None)
+        if self._backlog:
+            self._wake.set()
 
     async def _exhaust(self, job: JobRecord) -> None:
         work = self.work[job.kind]
@@ -227,7 +236,7 @@ class Runner:
         except Exception:  # leave it leased: it comes back after the lease, still exhausted
             log.exception("job %s: could not dead-letter", job.id)
         finally:
-            self.running.pop(job.id, None)
+            self._freed(job.id)
 
     async def _finish(self, job: JobRecord, work: Work, end: JobEnd) -> JobOutcome | None:
         """``finish`` with retries over an owner restart; then the work's ``ended`` hook."""

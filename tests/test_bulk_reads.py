@@ -25,7 +25,7 @@ from storage.reindex import reindex
 from storage.s3_bulk import BulkS3, S3Target
 from storage.sidecar import Sidecar
 from storage.tracks import TrackStore
-from tests.test_tracks_reindex import make_track
+from tests.support.tracks import make_track
 
 
 class _Handler(BaseHTTPRequestHandler):

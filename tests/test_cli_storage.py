@@ -16,7 +16,7 @@ from storage.catalogue import Catalogue
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
 from tests.support import free_port_block, musicfn_env
-from tests.test_tracks_reindex import make_track
+from tests.support.tracks import make_track
 
 MUSICFN = str(Path(sys.executable).parent / "musicfn")
 

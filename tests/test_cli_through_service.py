@@ -34,7 +34,7 @@ from storage.objects import ObjectStore
 from storage.sidecar import ErrorInfo
 from storage.tracks import TrackStore
 from tests.support import free_port_block, musicfn_env
-from tests.test_tracks_reindex import make_track
+from tests.support.tracks import make_track
 
 MUSICFN = str(Path(sys.executable).parent / "musicfn")
 SERVICE_START_S = 900.0  # a generous bound on a loaded 2-core box; not a timing assertion

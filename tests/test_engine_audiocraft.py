@@ -19,7 +19,7 @@ from musicfn.errors import (
     NoGpuError,
     UnsupportedError,
 )
-from tests.musicgen_helpers import tiny_model_dir
+from tests.support.musicgen import tiny_model_dir
 
 SR = 32_000
 

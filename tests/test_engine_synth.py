@@ -14,7 +14,7 @@ from engines.synth import SynthEngine
 from engines.theory import parse_key
 from musicfn.errors import UnsupportedError
 from musicfn.ports import free_port_block
-from tests.musicgen_helpers import estimate_bpm, estimate_key
+from tests.support.musicgen import estimate_bpm, estimate_key
 
 SR = 32_000
 APP = "musicgen-synth-test"

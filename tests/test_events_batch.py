@@ -16,9 +16,9 @@ import pytest
 from musicfn.settings import Settings
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
-from tests.events_support import wait_for, wav_bytes
-from tests.support import make_settings
-from tests.test_events_poller import _cli_env
+from tests.support import cli_env, make_settings
+from tests.support.app import deployed_app
+from tests.support.events import wait_for, wav_bytes
 
 pytestmark = [pytest.mark.ray]
 
@@ -26,20 +26,13 @@ pytestmark = [pytest.mark.ray]
 @pytest.fixture(scope="module")
 def batch_app(serve_url: str, s3_server: EmbeddedS3, tmp_path_factory: pytest.TempPathFactory
               ) -> Iterator[tuple[httpx.Client, Settings, ObjectStore]]:
-    from ray import serve
-
-    from deployments.app import build_app
-
     settings = make_settings(s3_server, tmp_path_factory.mktemp("batches"), poller="off",
                              ray_namespace="batch-app")
-    serve.run(build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                         "settings": settings.model_dump()}),
-              name="batches", route_prefix="/v-batches")
     objects = ObjectStore(settings)
     objects.ensure_bucket()
-    with httpx.Client(base_url=f"{serve_url}/v-batches", timeout=60) as client:
+    with deployed_app(settings, "batches", "/v-batches") as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
         yield client, settings, objects
-    serve.delete("batches")
 
 
 def test_batch_over_http_reports_progress_and_summary(
@@ -95,7 +88,7 @@ def test_cli_process_folder_and_prefix(batch_app: tuple[httpx.Client, Settings, 
     for i, name in enumerate(["a.wav", "b.wav", "sub/c.wav"]):
         (folder / name).write_bytes(wav_bytes(seconds=1.0, seed=10 + i))
     (folder / "notes.txt").write_text("ignored")
-    env = _cli_env(settings, ray_cluster)
+    env = cli_env(settings, ray_cluster)
     run = subprocess.run([sys.executable, "-m", "musicfn_cli.main", "process", str(folder),
                           "--json"], env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr

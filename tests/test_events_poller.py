@@ -27,8 +27,9 @@ from storage.catalogue_actor import catalogue_actor
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 from storage.sidecar import Sidecar
-from tests.events_support import wait_for, wav_bytes
-from tests.support import make_settings, musicfn_env
+from tests.support import cli_env, make_settings
+from tests.support.app import deployed_app
+from tests.support.events import wait_for, wav_bytes
 from triggers.poller import Poller
 
 pytestmark = [pytest.mark.ray]
@@ -105,14 +106,6 @@ def test_reconciliation_finds_keys_behind_the_cursor(poller_env: Any) -> None:
     assert sorted(len(v) for v in _sources(owner, objects).values()) == [1, 2]
 
 
-def _cli_env(settings: Settings, ray_cluster: Any, **extra: str) -> dict[str, str]:
-    """The environment of a ``musicfn`` subprocess attached to the test cluster."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICFN_")}
-    env.update(musicfn_env(settings), RAY_ADDRESS=ray_cluster.address_info["gcs_address"],
-               **extra)
-    return env
-
-
 @pytest.mark.fault
 def test_watch_killed_mid_way_resumes_without_duplicates(poller_env: Any,
                                                         ray_cluster: Any) -> None:
@@ -121,7 +114,7 @@ def test_watch_killed_mid_way_resumes_without_duplicates(poller_env: Any,
     for i, key in enumerate(keys):
         objects.put(key, wav_bytes(seconds=1.0, seed=i), content_type="audio/wav")
     cmd = [sys.executable, "-m", "musicfn_cli.main", "watch", "--interval", "0.5"]
-    watch = subprocess.Popen(cmd, env=_cli_env(settings, ray_cluster),
+    watch = subprocess.Popen(cmd, env=cli_env(settings, ray_cluster),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for(lambda: len(_sources(owner, objects)) >= 3, timeout=240,
@@ -133,7 +126,7 @@ def test_watch_killed_mid_way_resumes_without_duplicates(poller_env: Any,
     assert len(done_before) < len(keys)  # killed mid-way
     # Restart: the killed process's jobs are re-driven once their leases expire (short here).
     rerun = subprocess.run([*cmd[:-2], "--once", "--json"],
-                           env=_cli_env(settings, ray_cluster, MUSICFN_JOB_LEASE_S="2"),
+                           env=cli_env(settings, ray_cluster, MUSICFN_JOB_LEASE_S="2"),
                            capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     after = _sources(owner, objects)
@@ -147,18 +140,11 @@ def test_watch_killed_mid_way_resumes_without_duplicates(poller_env: Any,
 def polled_app(serve_url: str, s3_server: EmbeddedS3,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Client,
                                                                            Settings]]:
-    from ray import serve
-
-    from deployments.app import build_app
-
     settings = make_settings(s3_server, tmp_path_factory.mktemp("polled"), poller="on",
                              poll_interval_s=0.5, ray_namespace="polled-app")
-    serve.run(build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                         "settings": settings.model_dump()}),
-              name="polled", route_prefix="/v-polled")
-    with httpx.Client(base_url=f"{serve_url}/v-polled", timeout=60) as client:
+    with deployed_app(settings, "polled", "/v-polled") as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
         yield client, settings
-    serve.delete("polled")
 
 
 def test_service_poller_processes_an_upload(polled_app: tuple[httpx.Client, Settings]) -> None:

@@ -21,8 +21,9 @@ from storage.dlq import DeadLetterQueue
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 from storage.sidecar import Sidecar
-from tests.events_support import minio_fixture, notification, wait_for, wav_bytes
 from tests.support import make_settings, musicfn_env
+from tests.support.app import deployed_app
+from tests.support.events import minio_fixture, notification, wait_for, wav_bytes
 
 pytestmark = [pytest.mark.ray]
 TOKEN = "hook-token-for-tests"
@@ -32,22 +33,15 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def env(serve_url: str, s3_server: EmbeddedS3,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from ray import serve
-
-    from deployments.app import build_app
-
     settings = make_settings(s3_server, tmp_path_factory.mktemp("events"),
                              webhook_token=TOKEN, poller="off", event_attempts=2)
-    app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                     "settings": settings.model_dump()})
-    serve.run(app, name="events", route_prefix="/v-events")
-    objects = ObjectStore(settings)
-    objects.ensure_bucket()
-    owner = catalogue_actor(settings.catalogue_file, detached=True,
-                            namespace=settings.ray_namespace)
-    with httpx.Client(base_url=f"{serve_url}/v-events", timeout=60) as client:
+    with deployed_app(settings, "events", "/v-events") as url, \
+            httpx.Client(base_url=url, timeout=60) as client:
+        objects = ObjectStore(settings)
+        objects.ensure_bucket()
+        owner = catalogue_actor(settings.catalogue_file, detached=True,
+                                namespace=settings.ray_namespace)
         yield {"api": client, "settings": settings, "objects": objects, "owner": owner}
-    serve.delete("events")
 
 
 def _tracks(env: dict[str, Any], key: str) -> list[Sidecar]:

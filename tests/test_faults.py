@@ -24,7 +24,8 @@ from storage.catalogue_actor import OwnerClient
 from storage.embedded_s3 import EmbeddedS3
 from storage.reindex import cleanup_orphans
 from storage.verify import verify
-from tests.faults_support import (
+from tests.support import make_settings, start_s3_server
+from tests.support.faults import (
     App,
     RefusingPort,
     actor_pid,
@@ -38,7 +39,6 @@ from tests.faults_support import (
     teardown,
     wait_until,
 )
-from tests.support import make_settings, start_s3_server
 
 pytestmark = [pytest.mark.fault, pytest.mark.ray]
 STORAGE_CODES = {"storage_unreachable", "storage_transient"}
@@ -264,7 +264,7 @@ def test_owner_recreates_a_deleted_file_in_process(objects: Any, settings: Any) 
     from storage.keys import new_id
     from storage.sidecar import Sidecar
     from storage.tracks import TrackStore
-    from tests.test_tracks_reindex import make_track
+    from tests.support.tracks import make_track
 
     store = TrackStore(objects, settings)
     owner = CatalogueOwner(settings.catalogue_file, settings=settings, watch_interval_s=0)

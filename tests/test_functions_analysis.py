@@ -12,7 +12,7 @@ from functions.analysis import analyze
 from functions.key import key_from_chroma
 from functions.waveform import waveform_peaks
 from musicfn.errors import InvalidAudioError, InvalidRequestError
-from tests.functions_signals import (
+from tests.support.signals import (
     PITCH_CLASSES,
     cadence,
     chord_progression,

@@ -14,7 +14,7 @@ import soundfile as sf
 
 from functions.loudness import measure_loudness
 from musicfn_cli.main import main
-from tests.functions_signals import cadence, chord_progression, pattern
+from tests.support.signals import cadence, chord_progression, pattern
 
 SR = 32_000
 MUSICFN = Path(sys.executable).parent / "musicfn"

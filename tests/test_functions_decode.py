@@ -13,7 +13,7 @@ from functions.audio import check_audio
 from functions.decode import DecodeLimits, decode_audio
 from musicfn.errors import InvalidAudioError, InvalidRequestError, LimitExceededError
 from musicfn.settings import Settings
-from tests.functions_signals import sine
+from tests.support.signals import sine
 
 SR = 32_000
 

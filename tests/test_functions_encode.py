@@ -11,7 +11,7 @@ from pydantic import ValidationError
 from functions.decode import decode_audio
 from functions.encode import EncodeOptions, encode
 from musicfn.errors import InvalidRequestError, UnsupportedError
-from tests.functions_signals import sine
+from tests.support.signals import sine
 
 SR = 32_000
 LSB16 = 1 / 32768

@@ -19,7 +19,7 @@ from functions.normalize import DEFAULT_PRESET, PRESETS, normalize, resolve_leve
 from functions.pipeline import ClipOptions
 from functions.truepeak import peak_envelope_above, sample_peak, true_peak
 from musicfn.errors import InvalidAudioError, InvalidRequestError
-from tests.functions_signals import sine
+from tests.support.signals import sine
 
 SR = 48_000
 

@@ -13,7 +13,7 @@ import ray
 from functions import tasks
 from functions.pipeline import ClipOptions, process_clip
 from musicfn.errors import InvalidAudioError
-from tests.functions_signals import cadence, chord_progression, pattern
+from tests.support.signals import cadence, chord_progression, pattern
 
 pytestmark = pytest.mark.ray
 SR = 32_000

@@ -22,7 +22,14 @@ from functions.decode import decode_audio
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 from tests.support import make_settings
-from tests.tiny_app import FINAL, TinyApp, deploy_tiny_app, model_dir, teardown_tiny_app, wav_bytes
+from tests.support.tiny_app import (
+    FINAL,
+    TinyApp,
+    deploy_tiny_app,
+    model_dir,
+    teardown_tiny_app,
+    wav_bytes,
+)
 
 pytestmark = [pytest.mark.ray]
 SR = 32_000
@@ -275,7 +282,7 @@ def test_the_document_offers_what_the_served_model_takes(app: TinyApp) -> None:
 def test_the_web_page_continues_a_file_and_a_track(app: TinyApp, tmp_path: Path) -> None:
     """The Create form's "Continue from / Melody" box in headless Chromium: a file (sent as
     multipart) and a track id (sent in the JSON body)."""
-    from tests.web_driver import (
+    from tests.support.web_driver import (
         Browser,
         banner,
         ids,

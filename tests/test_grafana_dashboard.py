@@ -23,9 +23,9 @@ import pytest
 from musicfn.metrics import _SPECS
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
-from tests.events_support import notification
-from tests.observability_support import Sample, wait_for_samples
 from tests.support import make_settings
+from tests.support.events import notification
+from tests.support.observability import Sample, wait_for_samples
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "musicfn.json"
 APP = "grafana"
@@ -254,7 +254,7 @@ def test_ray_provisions_the_dashboard_from_its_dashboard_output_dir(tmp_path: Pa
 
     import yaml  # type: ignore[import-untyped]
 
-    from tests.multinode_support import RayNode
+    from tests.support.multinode import RayNode
 
     folder = tmp_path / "grafana-dashboards"
     folder.mkdir()

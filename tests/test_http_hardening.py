@@ -20,6 +20,7 @@ import soundfile as sf
 
 from storage.embedded_s3 import EmbeddedS3
 from tests.support import make_settings, start_s3_server
+from tests.support.app import deployed_app
 
 pytestmark = [pytest.mark.ray]
 API_KEY = "hardening-key"
@@ -41,19 +42,12 @@ def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
 @pytest.fixture(scope="module")
 def api(serve_url: str, s3: EmbeddedS3,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    from ray import serve
-
-    from deployments.app import build_app
-
     settings = make_settings(s3, tmp_path_factory.mktemp("hardening"), api_key=API_KEY,
                              webhook_token=TOKEN, max_upload_bytes=MAX_UPLOAD)
-    serve.run(build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.25,
-                         "batch_wait_timeout_s": 0.01, "max_duration_s": MAX_DURATION_S,
-                         "settings": settings.model_dump()}),
-              name="hardening", route_prefix="/hardening")
-    with httpx.Client(base_url=f"{serve_url}/hardening", timeout=120) as client:
+    with deployed_app(settings, "hardening", "/hardening", num_cpus=0.25,
+                      batch_wait_timeout_s=0.01, max_duration_s=MAX_DURATION_S) as url, \
+            httpx.Client(base_url=url, timeout=120) as client:
         yield client
-    serve.delete("hardening")
 
 
 def post(api: httpx.Client, body: dict[str, Any], **kwargs: Any) -> httpx.Response:

@@ -14,6 +14,7 @@ from functions.decode import decode_audio
 from functions.loudness import measure_loudness
 from storage.embedded_s3 import EmbeddedS3
 from tests.support import make_settings
+from tests.support.app import deployed_app
 
 pytestmark = [pytest.mark.ray]
 API_KEY = "test-api-key"
@@ -24,19 +25,14 @@ AUTH = {"x-api-key": API_KEY}
 @pytest.fixture(scope="module")
 def api(serve_url: str, s3_server: EmbeddedS3,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    from ray import serve
 
-    from deployments.app import build_app
 
     data = tmp_path_factory.mktemp("ingress")
     settings = make_settings(s3_server, data, api_key=API_KEY, max_upload_bytes=MAX_UPLOAD,
                              callback_allow_private=True)
-    app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                     "batch_wait_timeout_s": 0.01, "settings": settings.model_dump()})
-    serve.run(app, name="ingress", route_prefix="/v-test")
-    with httpx.Client(base_url=f"{serve_url}/v-test", timeout=120) as client:
+    with deployed_app(settings, "ingress", "/v-test", batch_wait_timeout_s=0.01) as url, \
+            httpx.Client(base_url=url, timeout=120) as client:
         yield client
-    serve.delete("ingress")
 
 
 def generate(api: httpx.Client, wait: float = 90, **body: Any) -> httpx.Response:

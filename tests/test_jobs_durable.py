@@ -22,7 +22,8 @@ import httpx
 import pytest
 
 from storage.embedded_s3 import EmbeddedS3
-from tests.faults_support import (
+from tests.support import make_settings
+from tests.support.faults import (
     App,
     actor_pid,
     app_settings,
@@ -32,7 +33,6 @@ from tests.faults_support import (
     teardown,
     wait_until,
 )
-from tests.support import make_settings
 
 pytestmark = [pytest.mark.fault, pytest.mark.ray]
 API_KEY = "durable-key"

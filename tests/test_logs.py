@@ -25,6 +25,7 @@ from musicfn.logs import (
 )
 from storage.embedded_s3 import EmbeddedS3
 from tests.support import make_settings
+from tests.support.app import deployed_app
 
 
 @pytest.fixture
@@ -87,17 +88,10 @@ def test_configure_twice_keeps_one_handler(json_stream: io.StringIO) -> None:
 @pytest.fixture(scope="module")
 def api(serve_url: str, s3_server: EmbeddedS3,
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[httpx.Client]:
-    from ray import serve
-
-    from deployments.app import build_app
-
     settings = make_settings(s3_server, tmp_path_factory.mktemp("logs"), poller="off")
-    app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                     "batch_wait_timeout_s": 0.01, "settings": settings.model_dump()})
-    serve.run(app, name="logs", route_prefix="/v-logs")
-    with httpx.Client(base_url=f"{serve_url}/v-logs", timeout=120, trust_env=False) as client:
+    with deployed_app(settings, "logs", "/v-logs", batch_wait_timeout_s=0.01) as url, \
+            httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
         yield client
-    serve.delete("logs")
 
 
 def _session_log_lines(job_id: str) -> list[dict[str, Any]]:

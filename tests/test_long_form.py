@@ -18,7 +18,7 @@ import pytest
 from functions.decode import decode_audio
 from storage.embedded_s3 import EmbeddedS3
 from tests.support import make_settings
-from tests.tiny_app import TinyApp, deploy_tiny_app, teardown_tiny_app
+from tests.support.tiny_app import TinyApp, deploy_tiny_app, teardown_tiny_app
 
 pytestmark = [pytest.mark.ray]
 LIVE_LIMIT_S = 40.0  # user_config.limits.max_duration_s, raised for the test

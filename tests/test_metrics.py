@@ -12,8 +12,9 @@ import pytest
 
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
-from tests.observability_support import Sample, replicas, total, wait_for_samples
 from tests.support import make_settings
+from tests.support.app import deployed_app
+from tests.support.observability import Sample, replicas, total, wait_for_samples
 
 pytestmark = [pytest.mark.ray]
 APP = "metrics"
@@ -23,17 +24,10 @@ TRACK_ROUTE = "/v1/generations/{track_id}"
 @pytest.fixture(scope="module")
 def deployed(serve_url: str, s3_server: EmbeddedS3,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    from ray import serve
-
-    from deployments.app import build_app
-
     settings = make_settings(s3_server, tmp_path_factory.mktemp("metrics"), poller="off")
-    app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                     "batch_wait_timeout_s": 0.2, "settings": settings.model_dump()})
-    serve.run(app, name=APP, route_prefix="/v-metrics")
-    with httpx.Client(base_url=f"{serve_url}/v-metrics", timeout=120, trust_env=False) as client:
+    with deployed_app(settings, APP, "/v-metrics", batch_wait_timeout_s=0.2) as url, \
+            httpx.Client(base_url=url, timeout=120, trust_env=False) as client:
         yield {"client": client, "settings": settings, "replicas": replicas(APP)}
-    serve.delete(APP)
 
 
 @pytest.fixture(scope="module")

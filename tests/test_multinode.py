@@ -12,7 +12,7 @@ state and ``musicfn verify`` (the real CLI, through the owner actor) finds no st
 and no disagreement between the bucket and the catalogue.
 
 Each node is its own ``ray start --block`` process group with its own temp dir and ports
-from ``free_port_block``; the driver runs as a subprocess (tests.multinode_driver), since
+from ``free_port_block``; the driver runs as a subprocess (tests.support.multinode_driver), since
 this pytest process may hold the session cluster. Nodes are stopped by PID, never with
 ``ray stop``.
 """
@@ -35,9 +35,9 @@ import pytest
 from musicfn.ports import free_port_block
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
-from tests.multinode_driver import GPU_RESOURCE, HEAD_RESOURCE
-from tests.multinode_support import RayNode
 from tests.support import make_settings, musicfn_env
+from tests.support.multinode import RayNode
+from tests.support.multinode_driver import GPU_RESOURCE, HEAD_RESOURCE
 
 pytestmark = [pytest.mark.slow, pytest.mark.fault]
 ROOT = Path(__file__).resolve().parent.parent
@@ -82,7 +82,7 @@ class Cluster:
     def drive(self, *args: str, timeout_s: float = 300.0) -> dict[str, Any]:
         """One driver phase in its own process; its JSON result."""
         print(f"[{time.strftime('%H:%M:%S')}] driver {args[0]}", flush=True)
-        done = subprocess.run([sys.executable, "-m", "tests.multinode_driver", *args],
+        done = subprocess.run([sys.executable, "-m", "tests.support.multinode_driver", *args],
                               env=self.env, cwd=ROOT, capture_output=True, text=True,
                               timeout=timeout_s, check=False)
         if done.returncode != 0:

@@ -23,8 +23,8 @@ from musicfn.errors import (
     NoGpuError,
     UnsupportedError,
 )
-from tests.musicgen_helpers import tiny_model_dir
 from tests.support import free_port_block
+from tests.support.musicgen import tiny_model_dir
 
 pytestmark = pytest.mark.ray
 

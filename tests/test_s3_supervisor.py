@@ -17,8 +17,8 @@ from musicfn.errors import EmbeddedS3Error
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 from storage.s3_supervisor import Backoff, S3Supervisor
-from tests.observability_support import Sample, total, wait_for_samples
 from tests.support import make_settings, start_s3_server
+from tests.support.observability import Sample, total, wait_for_samples
 
 RESTARTS = "ray_musicfn_embedded_s3_restarts_total"
 

@@ -45,6 +45,7 @@ from storage.catalogue_queries import encode_cursor
 from storage.embedded_s3 import EmbeddedS3
 from storage.keys import new_id
 from tests.support import make_settings
+from tests.support.app import deployed_app
 
 pytestmark = [pytest.mark.ray]
 API_KEY = "fuzz-api-key"
@@ -58,20 +59,13 @@ REQUEST_TIMEOUT_S = 60
 @pytest.fixture(scope="module")
 def fuzz_url(serve_url: str, s3_server: EmbeddedS3,
              tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    from ray import serve
-
-    from deployments.app import build_app
-
     data = tmp_path_factory.mktemp("fuzz")
     settings = make_settings(s3_server, data, api_key=API_KEY, webhook_token=WEBHOOK_TOKEN,
                              max_upload_bytes=2_000_000, callback_allow_private=True,
                              callback_attempts=1, callback_timeout_s=0.5)
-    app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                     "batch_wait_timeout_s": 0.01, "max_duration_s": 1.0,
-                     "max_pending_jobs": 10_000, "settings": settings.model_dump()})
-    serve.run(app, name="fuzz", route_prefix="/fuzz")
-    yield f"{serve_url}/fuzz"
-    serve.delete("fuzz")
+    with deployed_app(settings, "fuzz", "/fuzz", batch_wait_timeout_s=0.01,
+                      max_duration_s=1.0, max_pending_jobs=10_000) as url:
+        yield url
 
 
 def _audio(fmt: str, subtype: str) -> bytes:

@@ -15,7 +15,7 @@ from storage.keys import id_timestamp, new_id
 from storage.objects import ObjectStore
 from storage.owner_batch import Coalescer
 from storage.sidecar import Sidecar, SourceRef
-from tests.events_support import wav_bytes
+from tests.support.events import wav_bytes
 
 
 def test_coalescer_bounds_batches_and_calls_in_flight() -> None:

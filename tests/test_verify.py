@@ -20,7 +20,7 @@ from storage.sidecar import ErrorInfo, Sidecar
 from storage.tracks import TrackStore
 from storage.verify import verify
 from tests.support import musicfn_env
-from tests.test_tracks_reindex import make_track
+from tests.support.tracks import make_track
 
 MUSICFN = str(Path(sys.executable).parent / "musicfn")
 OLD = datetime.now(UTC) - timedelta(days=2)  # older than any grace period used here

@@ -20,7 +20,8 @@ import soundfile as sf
 
 from storage.embedded_s3 import EmbeddedS3
 from tests.support import make_settings
-from tests.web_driver import (
+from tests.support.app import deployed_app
+from tests.support.web_driver import (
     INKED,
     JOB,
     PLAYABLE,
@@ -44,16 +45,9 @@ ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 def site(serve_url: str, s3_server: EmbeddedS3,
          tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """musicfn with the synth engine and an API key, its page at the returned URL."""
-    from ray import serve
-
-    from deployments.app import build_app
-
     settings = make_settings(s3_server, tmp_path_factory.mktemp("web"), api_key=API_KEY)
-    app = build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,
-                     "batch_wait_timeout_s": 0.01, "settings": settings.model_dump()})
-    serve.run(app, name="web", route_prefix="/web-test")
-    yield f"{serve_url}/web-test/"
-    serve.delete("web")
+    with deployed_app(settings, "web", "/web-test", batch_wait_timeout_s=0.01) as url:
+        yield f"{url}/"
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 
 from deployments.web import STATIC_DIR
 from tests.support import free_port_block
-from tests.web_driver import Browser, missing_browser
+from tests.support.web_driver import Browser, missing_browser
 
 BLANK = b"<!doctype html><meta charset=utf-8><title>sse</title>"
 # A status stream cut at the worst places: inside a field name, between CR and LF, inside

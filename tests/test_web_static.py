@@ -18,7 +18,7 @@ from fastapi import FastAPI
 
 from deployments.web import STATIC_DIR, mount_web
 from tests.support import free_port_block
-from tests.web_driver import Browser, missing_browser
+from tests.support.web_driver import Browser, missing_browser
 
 SECURITY = {"content-security-policy", "referrer-policy", "x-content-type-options"}
 

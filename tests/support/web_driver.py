@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from tests.support import free_port_block
+from musicfn.ports import free_port_block
 
 ELEMENT = "element-6066-11e4-a52e-4f735466cecf"  # the W3C web element reference key
 CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")

@@ -15,7 +15,7 @@ import httpx
 
 from engines.audiocraft_engine import model_label
 from musicfn.settings import Settings
-from tests.musicgen_helpers import tiny_model_dir
+from tests.support.musicgen import tiny_model_dir
 
 FINAL = ("completed", "failed", "canceled")
 

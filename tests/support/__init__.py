@@ -3,6 +3,7 @@ from ``musicfn.ports``)."""
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -50,3 +51,11 @@ def musicfn_env(settings: Settings) -> dict[str, str]:
         "MUSICFN_DATA_DIR": str(settings.data_dir),
         "MUSICFN_RAY_NAMESPACE": settings.ray_namespace,
     }
+
+
+def cli_env(settings: Settings, ray_cluster: Any, **extra: str) -> dict[str, str]:
+    """The environment of a ``musicfn`` subprocess attached to the test cluster."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MUSICFN_")}
+    env.update(musicfn_env(settings), RAY_ADDRESS=ray_cluster.address_info["gcs_address"],
+               **extra)
+    return env

@@ -14,15 +14,15 @@ from urllib.parse import quote_plus
 import numpy as np
 import soundfile as sf
 
-from tests.functions_signals import pattern
+from tests.support.signals import pattern
 
-FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "minio-webhook-put.json"
+FIXTURE = Path(__file__).resolve().parents[3] / "shared" / "fixtures" / "minio-webhook-put.json"
 T = TypeVar("T")
 
 
 def minio_fixture() -> dict[str, Any]:
     """The real MinIO webhook payload (copied from ../shared/fixtures, or the repo's copy)."""
-    local = Path(__file__).parent / "fixtures" / "minio-webhook-put.json"
+    local = Path(__file__).parents[1] / "fixtures" / "minio-webhook-put.json"
     path = local if local.exists() else FIXTURE
     data: dict[str, Any] = json.loads(path.read_text())
     return data

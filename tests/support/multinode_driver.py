@@ -1,5 +1,6 @@
 """The multi-node test's Ray driver, run as its own process (the pytest process already has
-its session cluster): ``python -m tests.multinode_driver wait|deploy|placement ADDRESS ...``.
+its session cluster):
+``python -m tests.support.multinode_driver wait|deploy|placement ADDRESS ...``.
 
 Settings come from the ``MUSICFN_*`` environment, as in production. Prints one JSON line.
 """
