@@ -175,6 +175,15 @@ def search(b: Browser, **fields: str) -> list[str]:
     return ids(b, "#catalogue li")
 
 
+def test_model_field_offers_the_served_models(browser: Browser, site: str) -> None:
+    b = browser
+    open_page(b, site, key=API_KEY)
+    names = b.wait("const o = [...document.querySelectorAll('#models option')]"
+                   ".map((x) => x.value); return o.length === 1 && o", what="the served models")
+    assert names == ["synth"]
+    assert b.wait("return document.querySelector('#model').placeholder") == "default: synth"
+
+
 def test_catalogue_filters_and_pages(browser: Browser, site: str, api: httpx.Client) -> None:
     token = uuid.uuid4().hex[:8]
     tracks = [generate(api, f"{token} groove {bpm}", bpm=bpm, seed=bpm, duration_s=5.0)

@@ -108,6 +108,8 @@ export const api = {
   getGeneration: (id) => request("GET", `v1/generations/${encodeURIComponent(id)}`),
   listGenerations: (query) => request("GET", "v1/generations", { query }),
   waveform: (id) => request("GET", `v1/generations/${encodeURIComponent(id)}/waveform`),
+  // {models: [{name, engine, default, supports, loaded_on}], replicas}
+  models: () => request("GET", "v1/models"),
   // 200/202 with the record ({id, status, ...}); 409 job_finished when it is already over.
   cancelGeneration: (id) => request("POST", `v1/generations/${encodeURIComponent(id)}/cancel`),
   generationEvents: (id, signal) => generationEvents(id, signal),

@@ -3,7 +3,7 @@
 
 import { api, apiKey, setApiKey } from "./api.js";
 import { initCatalogue } from "./catalogue.js";
-import { initCreate } from "./create.js";
+import { initCreate, showModels } from "./create.js";
 import { $, clearError } from "./ui.js";
 import { initUpload } from "./upload.js";
 
@@ -92,6 +92,7 @@ function init() {
   });
   // A key entered after a 401: show what the catalogue holds now.
   initKey(() => {
+    showModels();
     if (catalogueLoaded) catalogue.refresh();
   });
   showHealth();

@@ -307,7 +307,26 @@ class Jobs {
   }
 }
 
+// The model field offers what this deployment serves (GET /v1/models), default first.
+export async function showModels(list = $("#models"), input = $("#model")) {
+  let served;
+  try {
+    served = (await api.models()).models;
+  } catch {
+    return; // no key yet, or an older service: the built-in suggestions stay
+  }
+  list.replaceChildren(...served.map((m) => {
+    const option = document.createElement("option");
+    option.value = m.name;
+    option.label = `${m.engine}${m.default ? " · default" : ""}`;
+    return option;
+  }));
+  const fallback = served.find((m) => m.default);
+  if (fallback) input.placeholder = `default: ${fallback.name}`;
+}
+
 export function initCreate() {
+  showModels();
   const jobs = new Jobs($("#jobs"), $("#jobs-empty"));
   jobs.restore();
   const form = $("#gen-form");
