@@ -76,9 +76,13 @@ class GenerationWork:
                                           timings)
             stage = "upload"
             ctx.progress = _PROGRESS[stage]
-            stored = await write_track(self.tracks, track, result, clip,
-                                       self.settings.generations_prefix, payload.options,
-                                       timings)
+            ctx.storing = True
+            try:
+                stored = await write_track(self.tracks, track, result, clip,
+                                           self.settings.generations_prefix, payload.options,
+                                           timings)
+            finally:
+                ctx.storing = False
         except asyncio.CancelledError:
             raise
         except CatalogueError:

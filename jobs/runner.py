@@ -36,6 +36,8 @@ from storage.jobs_schema import JobOutcome, JobRecord
 from storage.sidecar import ErrorInfo, Sidecar
 
 log = logging.getLogger(__name__)
+# How long a draining runner waits for store steps already under way (they are short).
+STORE_GRACE_S = 15.0
 RETRY_DELAYS_S = (1.0, 5.0, 15.0)
 
 
@@ -55,6 +57,9 @@ class JobContext:
 
     holder: str
     progress: float | None = None
+    # True while the job writes its results: a store step runs in a thread that cancelling
+    # the task would not stop, so a draining runner lets it finish before handing the job back.
+    storing: bool = False
 
 
 class Work(Protocol):
@@ -151,6 +156,9 @@ class Runner:
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
+        storing = [r.task for r in self.running.values() if r.task is not None and r.ctx.storing]
+        if storing:
+            await asyncio.wait(storing, timeout=STORE_GRACE_S)
         for job_id, r in list(self.running.items()):
             if r.task is not None:
                 r.task.cancel()

@@ -84,7 +84,7 @@ def test_long_form_beyond_one_window_with_progress_window_by_window(app: TinyApp
     generating = sorted({p for p in progress if 0.05 < p < 0.8})
     print(f"progress frames: {[round(p, 3) for p in progress]}")
     assert len(generating) >= 3, progress
-    assert generating[-1] > 0.6, progress  # the second window is reported too
+    assert generating[-1] > 0.5, progress  # the second window is reported too
     audio = app.client.get(f"/v1/generations/{track_id}/audio", params={"inline": 1})
     decoded = decode_audio(audio.content)
     assert decoded.sample_rate == SR and decoded.audio.shape[1] == 33 * SR
