@@ -232,7 +232,9 @@ def test_scaling_the_ingress_and_redeploying_under_load_loses_nothing(
     from deployments.runner import JobRunner
     from storage.objects import ObjectStore
 
-    settings = app_settings(make_settings, s3_server, tmp_path, job_lease_s=3.0,
+    # Scaling and redeploying hand jobs back at once; the lease is only the fallback here, long
+    # enough that a saturated box's late heartbeat does not also re-drive a job still running.
+    settings = app_settings(make_settings, s3_server, tmp_path, job_lease_s=15.0,
                             job_poll_interval_s=0.5)
     name = "d-scale"
 
