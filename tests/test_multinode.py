@@ -36,6 +36,7 @@ from musicfn.ports import free_port_block
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 from tests.support import make_settings, musicfn_env
+from tests.support.events import wait_for
 from tests.support.multinode import RayNode
 from tests.support.multinode_driver import GPU_RESOURCE, HEAD_RESOURCE
 
@@ -138,17 +139,6 @@ def _statuses(api: httpx.Client, ids: list[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _wait(check: Any, timeout_s: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.5)
-
-
 def test_gpu_node_lost_jobs_end_once_and_nothing_is_stranded(cluster: Cluster) -> None:
     head = cluster.start_head()
     gpu = cluster.start_gpu_node("gpu1")
@@ -163,8 +153,8 @@ def test_gpu_node_lost_jobs_end_once_and_nothing_is_stranded(cluster: Cluster) -
 
     with httpx.Client(base_url=placed["url"], timeout=60, trust_env=False) as api:
         before = [_submit(api, n) for n in range(6)]
-        _wait(lambda: any(s["status"] != "pending" for s in _statuses(api, before).values()),
-              120, "a job to start")
+        wait_for(lambda: any(s["status"] != "pending" for s in _statuses(api, before).values()),
+                 timeout=120, every=0.5, what="a job to start")
         print("before the loss:", {k: (v["status"], v["progress"])
                                    for k, v in _statuses(api, before).items()})
         gpu.kill_raylet()  # the GPU node is lost, mid-work
@@ -182,7 +172,7 @@ def test_gpu_node_lost_jobs_end_once_and_nothing_is_stranded(cluster: Cluster) -
             return seen if all(v["status"] in FINAL for v in seen.values()) else None
 
         try:
-            final = _wait(ended, 150, "every job to end")
+            final = wait_for(ended, timeout=150, every=0.5, what="every job to end")
         except AssertionError:
             raise AssertionError("jobs not ended: " + json.dumps(
                 {i: (v["status"], v["progress"], v.get("attempts")) for i, v in seen.items()}
