@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from jobs.job_context import JobContext, JobEnd
 from jobs.model import BatchPayload, EventPayload, ObjectEvent, dump
 from jobs.queue import JobQueue
-from jobs.runner import JobContext, JobEnd
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import Settings
 from storage.catalogue_events import BatchRecord

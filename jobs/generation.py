@@ -20,11 +20,11 @@ from typing import Any
 from engines.requests import GenerationRequest, GenerationResult
 from jobs.callbacks import WebhookEvent, deliver, wants
 from jobs.inputs import load_inputs
+from jobs.job_context import JobContext, JobEnd
 from jobs.model import GenerationPayload
 from jobs.pipeline import failed_sidecar, postprocess_clip, write_track
-from jobs.runner import JobContext, JobEnd
 from musicfn import metrics
-from musicfn.errors import CatalogueError
+from musicfn.errors import CatalogueError, LeaseLostError
 from musicfn.settings import Settings
 from storage.dlq import DeadLetter, DeadLetterQueue
 from storage.jobs_schema import JobOutcome, JobRecord
@@ -78,15 +78,16 @@ class GenerationWork:
             ctx.progress = _PROGRESS[stage]
             ctx.storing = True
             try:
+                await ctx.ensure_lease()
                 stored = await write_track(self.tracks, track, result, clip,
                                            self.settings.generations_prefix, payload.options,
-                                           timings)
+                                           timings, fence=ctx.check_lease)
             finally:
                 ctx.storing = False
         except asyncio.CancelledError:
             raise
-        except CatalogueError:
-            raise  # the machinery, not the job: another attempt later
+        except (CatalogueError, LeaseLostError):
+            raise  # the machinery, not the job: another attempt later, maybe elsewhere
         except Exception as exc:  # the job's own failure: recorded on its row
             failed = failed_sidecar(track, stage, exc)
             return JobEnd("failed", error=failed.error, track=failed)

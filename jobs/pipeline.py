@@ -11,6 +11,7 @@ and stored analyses. Nothing half-written stays visible (the sidecar is the comm
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -84,15 +85,19 @@ def completed_sidecar(job: Sidecar, result: GenerationResult | None, clip: Proce
 
 async def write_track(tracks: TrackStore, job: Sidecar, result: GenerationResult | None,
                       clip: ProcessedClip, prefix: str, options: ClipOptions,
-                      timings: dict[str, float]) -> Sidecar:
+                      timings: dict[str, float],
+                      fence: Callable[[], None] | None = None) -> Sidecar:
     """Audio, then sidecar, into the bucket at the keys of ``job.id`` (transient errors
-    retried). Returns the sidecar as stored; indexing it is the caller's step."""
+    retried). Returns the sidecar as stored; indexing it is the caller's step. ``fence`` is
+    checked before each write (a job's lease, see ``jobs.runner.JobContext``); cancelling
+    the caller waits for a write under way, so no writer outlives its job's task."""
     key = tracks.new_key(prefix, job.id, options.encoding.format)
     # The sidecar records the stages before it; its own upload and indexing cannot be in it
     # (the catalogue row must equal the stored sidecar, for reindex).
     sidecar = completed_sidecar(job, result, clip, key.audio_key, timings)
     started = time.perf_counter()
-    stored = await _retry_transient(lambda: asyncio.to_thread(tracks.write, sidecar, clip.audio))
+    stored = await _retry_transient(
+        lambda: run_to_end(lambda: tracks.write(sidecar, clip.audio, fence)))
     metrics.record_stage("upload", time.perf_counter() - started)
     return stored
 
@@ -141,6 +146,22 @@ async def _timed(timings: dict[str, float], name: str, awaitable: Awaitable[T]) 
     if name == "generate":
         metrics.record_stage(name, timings[name])
     return value
+
+
+async def run_to_end(call: Callable[[], T]) -> T:
+    """``call()`` in a thread, awaited to its end even when the caller is cancelled (then
+    re-raising the cancellation): cancelling a task does not stop its thread, and a store
+    step left running would write after its job was handed to another runner."""
+    future = asyncio.ensure_future(asyncio.to_thread(call))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # retrieved: the cancellation is what the caller sees
+        raise
 
 
 async def _retry_transient(call: Callable[[], Awaitable[T]]) -> T:

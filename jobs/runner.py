@@ -13,6 +13,11 @@ How a job ends:
 * a cancel was requested → the task is cancelled, what it stored is discarded, ``canceled``;
 * the runner dies → the lease expires and another runner re-drives the job with the same id
   (so the same keys); past ``max_attempts`` it is dead-lettered as ``interrupted``.
+
+Only the holder writes. A runner cut off from the owner (late heartbeats) may still be running
+when its lease passes to another, so every write is fenced (``JobContext.check_lease``): it
+goes ahead only while the lease surely holds for another ``lease_s / 3``. Cancelling a job,
+losing its lease or handing it back waits for a write under way, so no writer outlives it.
 """
 
 from __future__ import annotations
@@ -20,66 +25,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
+from jobs.job_context import JobContext, JobEnd, Work
 from jobs.queue import JobQueue
 from musicfn import metrics
-from musicfn.errors import MusicfnError, original_error
+from musicfn.errors import LeaseLostError, MusicfnError, original_error
 from musicfn.logs import job_context, request_context
 from storage.jobs_schema import JobOutcome, JobRecord
-from storage.sidecar import ErrorInfo, Sidecar
+from storage.sidecar import ErrorInfo
 
 log = logging.getLogger(__name__)
-# How long a draining runner waits for store steps already under way (they are short).
+# How long a draining runner waits for cancelled jobs to end: a store step under way ends
+# first (its writes stop at the fence), and that is short.
 STORE_GRACE_S = 15.0
 RETRY_DELAYS_S = (1.0, 5.0, 15.0)
-
-
-@dataclass
-class JobEnd:
-    """How a job's work ended: what ``finish`` records."""
-
-    outcome: JobOutcome
-    result: dict[str, Any] | None = None
-    error: ErrorInfo | None = None
-    track: Sidecar | None = None
-
-
-@dataclass
-class JobContext:
-    """What a running job may tell its runner (progress goes out with the heartbeat)."""
-
-    holder: str
-    progress: float | None = None
-    # True while the job writes its results: a store step runs in a thread that cancelling
-    # the task would not stop, so a draining runner lets it finish before handing the job back.
-    storing: bool = False
-
-
-class Work(Protocol):
-    """Runs one kind of job."""
-
-    async def run(self, job: JobRecord, ctx: JobContext) -> JobEnd:
-        """Do the job; return how it ended (raise only for faults worth another attempt)."""
-        ...
-
-    async def discard(self, job: JobRecord) -> None:
-        """Remove what a canceled job may have stored."""
-        ...
-
-    async def exhausted(self, job: JobRecord) -> JobEnd:
-        """The job ran out of attempts: dead-letter it; return its failed end."""
-        ...
-
-    async def ended(self, job: JobRecord, outcome: JobOutcome) -> None:
-        """After the job's end is recorded (callbacks)."""
-        ...
 
 
 def holder_id() -> str:
@@ -137,7 +104,8 @@ class Runner:
                     await self._lease()
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + self.lease_s / 3
-                    await self._heartbeat()
+                    # Bounded: an answer after lease_s is worthless, the leases are gone.
+                    await asyncio.wait_for(self._heartbeat(), timeout=self.lease_s)
             except Exception as exc:  # the owner restarting, a Ray hiccup: try again soon
                 log.warning("job runner loop: %s", type(original_error(exc)).__name__)
             waiters = [asyncio.ensure_future(self._wake.wait()),
@@ -151,17 +119,22 @@ class Runner:
 
     async def drain(self, timeout_s: float) -> None:
         """Stop leasing; wait up to ``timeout_s`` for running jobs, then hand the rest back
-        to the queue so another runner starts them at once."""
+        to the queue so another runner starts them at once. A job is handed back only once
+        its task has ended (a store step under way finishes or stops at the fence first), so
+        no writer of ours is left behind when another runner takes it."""
         self._draining = True
         tasks = [r.task for r in self.running.values() if r.task is not None]
         if tasks:
             await asyncio.wait(tasks, timeout=timeout_s)
-        storing = [r.task for r in self.running.values() if r.task is not None and r.ctx.storing]
-        if storing:
-            await asyncio.wait(storing, timeout=STORE_GRACE_S)
-        for job_id, r in list(self.running.items()):
+        handing_back = dict(self.running)
+        for r in handing_back.values():
             if r.task is not None:
                 r.task.cancel()
+        ending = [r.task for r in handing_back.values() if r.task is not None]
+        if ending:
+            await asyncio.wait(ending, timeout=STORE_GRACE_S)
+        for job_id, r in handing_back.items():
+            r.ctx.revoke()
             with contextlib.suppress(Exception):
                 await self.queue.retry_later(job_id, self.holder, 0.0, ErrorInfo(
                     code="runner_stopped", message="the runner holding the job stopped"))
@@ -177,33 +150,55 @@ class Runner:
 
     async def _lease(self) -> None:
         room = self.concurrency - len(self.running)
+        sent = time.monotonic()
         lease = await self.queue.lease(self.holder, room, self.lease_s, sorted(self.work))
         self._backlog = len(lease.run) + len(lease.exhausted) >= room
         for job in [*lease.run, *lease.exhausted]:
             self.stats.leased += 1
-            r = _Running(job, JobContext(self.holder))
+            r = _Running(job, self._context(job.id, sent + self.lease_s))
             self.running[job.id] = r
             runner = self._exhaust(job) if job in lease.exhausted else self._execute(r)
             r.task = asyncio.create_task(runner, name=f"job-{job.id}")
         if lease.run:
             metrics.set_queue_depth("JobRunner", len(self.running))
 
+    def _context(self, job_id: str, lease_until: float) -> JobContext:
+        async def renew() -> None:  # from inside the job: revoke, but don't cancel itself
+            await self._renew({job_id}, stop=False)
+
+        return JobContext(self.holder, lease_until=lease_until,
+                          fence_margin_s=self.lease_s / 3, renew=renew)
+
     async def _heartbeat(self) -> None:
-        if not self.running:
-            return
+        if self.running:
+            await self._renew(set(self.running), stop=True)
+
+    async def _renew(self, ids: set[str], *, stop: bool) -> None:
+        """Extend the leases on ``ids``. Jobs whose lease was lost, and those asked to
+        cancel, have their fence closed and (with ``stop``) their task cancelled."""
+        sent = time.monotonic()
         reply = await self.queue.heartbeat(
-            self.holder, {i: r.ctx.progress for i, r in self.running.items()}, self.lease_s)
-        for job_id in reply.lost:  # another runner has it now: stop without finishing
+            self.holder, {i: r.ctx.progress for i, r in self.running.items() if i in ids},
+            self.lease_s)
+        for job_id in ids - set(reply.lost) - set(reply.cancel):
+            r = self.running.get(job_id)
+            if r is not None and r.ctx.lease_until > -math.inf:
+                r.ctx.lease_until = max(r.ctx.lease_until, sent + self.lease_s)
+        for job_id in reply.lost:  # another runner may have it now: stop without finishing
             r = self.running.get(job_id)
             if r is not None and r.task is not None:
                 self.stats.lost += 1
                 log.warning("job %s: lease lost; stopping it here", job_id)
-                r.task.cancel()
+                r.ctx.revoke()
+                if stop:
+                    r.task.cancel()
         for job_id in reply.cancel:
             r = self.running.get(job_id)
             if r is not None and r.task is not None and not r.cancel:
                 r.cancel = True
-                r.task.cancel()
+                r.ctx.revoke()
+                if stop:
+                    r.task.cancel()
 
     async def _execute(self, r: _Running) -> None:
         job = r.job
@@ -218,6 +213,14 @@ class Runner:
                     if r.cancel:
                         await work.discard(job)
                         await self._finish(job, work, JobEnd("canceled"))
+                    return
+                except LeaseLostError:  # stopped at the fence: another runner re-drives it
+                    if r.cancel:
+                        await work.discard(job)
+                        await self._finish(job, work, JobEnd("canceled"))
+                    else:
+                        log.warning("job %s: lease not sure before writing; left to the "
+                                    "runner that holds it next", job.id)
                     return
                 except Exception as exc:
                     await self._retry(job, exc)

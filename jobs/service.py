@@ -10,8 +10,9 @@ from typing import Any
 from jobs.batches import BatchWork
 from jobs.engine_client import EngineClient
 from jobs.generation import GenerationWork
+from jobs.job_context import Work
 from jobs.queue import JobQueue
-from jobs.runner import Runner, Work
+from jobs.runner import Runner
 from jobs.uploads import EventHandler, UploadWork
 from jobs.webhook_signing import validate_secret
 from musicfn.settings import Settings

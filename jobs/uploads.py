@@ -27,9 +27,9 @@ from pydantic import BaseModel
 
 from functions.decode import DecodeLimits, decode_audio
 from functions.pipeline import ClipOptions
+from jobs.job_context import JobContext, JobEnd
 from jobs.model import EventPayload, ObjectEvent
 from jobs.pipeline import postprocess_clip, write_track
-from jobs.runner import JobContext, JobEnd
 from jobs.upload_task import SMALL_OBJECT_BYTES, UploadBatcher
 from musicfn import __version__, metrics
 from musicfn.errors import InputError, MusicfnError, ObjectNotFoundError, original_error

@@ -27,6 +27,7 @@ the layer boundary that sees them. The HTTP layer maps classes to status codes i
     ├── CatalogueError             DuckDB catalogue failures
     │   ├── CatalogueLockedError   another process holds the file (names the file)
     │   └── CatalogueCorruptError  the file is not a catalogue we can read
+    ├── LeaseLostError             a runner no longer surely holds its job: it stops writing
     ├── EngineError                generation engine failures
     │   ├── NoGpuError             GPUs asked for, none in the cluster
     │   └── EngineOverloadedError  out of memory / queue full; retry later
@@ -180,6 +181,13 @@ class CatalogueLockedError(CatalogueError):
 
 class CatalogueCorruptError(CatalogueError):
     code = "catalogue_corrupt"
+
+
+class LeaseLostError(MusicfnError):
+    """The job's lease may have passed to another runner: stop before writing anything more
+    (the other runner re-drives it with the same keys)."""
+
+    code = "lease_lost"
 
 
 class EngineError(MusicfnError):

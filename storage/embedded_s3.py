@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -26,6 +27,19 @@ from musicfn.settings import Settings
 
 _GRPC_OFFSET = 10000
 _SERVICES = ("s3", "master", "volume", "filer", "admin")
+# SeaweedFS writes into fixed-size volumes, one collection (at least one volume) per bucket.
+# Left to itself it sizes the volume count as if volumes were 1 GB, so a store with many
+# buckets, or past ~free-disk-GB x 128 MB of audio, gets "no free volumes" (InternalError).
+_VOLUME_SIZE_MB = 128
+_MIN_VOLUMES = 256
+
+
+def volume_slots(data_dir: Path) -> int:
+    """How many volumes the embedded server may create: its free disk in volume-size units
+    (volumes are sparse, so an unused slot costs nothing), and never fewer than 256."""
+    existing = next(p for p in (data_dir.resolve(), *data_dir.resolve().parents) if p.exists())
+    free = shutil.disk_usage(existing).free
+    return max(_MIN_VOLUMES, free // (_VOLUME_SIZE_MB * 1024 * 1024))
 
 
 def find_weed_binary(explicit: Path | None = None) -> Path:
@@ -112,7 +126,9 @@ class EmbeddedS3:
         p = self.ports()
         args = [str(binary), "mini", f"-dir={self.data_dir.resolve()}", "-ip=127.0.0.1",
                 "-ip.bind=127.0.0.1", "-webdav=false", "-admin.ui=false",
-                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false"]
+                "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.telemetry=false",
+                f"-master.volumeSizeLimitMB={_VOLUME_SIZE_MB}",
+                f"-volume.max={volume_slots(self.data_dir)}"]
         for name in _SERVICES:
             args += [f"-{name}.port={p[name]}", f"-{name}.port.grpc={p[name + '.grpc']}"]
         return args
@@ -202,7 +218,9 @@ class EmbeddedS3:
                                       f"startup; last log lines: {self._log_tail()}")
             try:
                 client.list_buckets()
-                return
+                if self._volume_server_registered():
+                    return
+                last = "volume server not registered with the master yet"
             except ClientError as exc:
                 code = exc.response.get("Error", {}).get("Code", "")
                 if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied"):
@@ -215,6 +233,21 @@ class EmbeddedS3:
             time.sleep(0.2)
         raise EmbeddedS3Error(f"SeaweedFS on port {self.port} not ready after {timeout_s:.0f} s "
                               f"({last}); log: {self.log_file}")
+
+    def _volume_server_registered(self) -> bool:
+        """True once the master knows a volume server: before that, S3 lists buckets but
+        reads and writes of objects fail with InternalError (seen after a restart)."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.ports()["master"], timeout=2)
+        try:
+            conn.request("GET", "/dir/status")
+            status = json.loads(conn.getresponse().read())
+        except (OSError, http.client.HTTPException, ValueError):
+            return False
+        finally:
+            conn.close()
+        racks = [rack for dc in status.get("Topology", {}).get("DataCenters") or []
+                 for rack in dc.get("Racks") or []]
+        return any(rack.get("DataNodes") for rack in racks)
 
     def _log_tail(self, lines: int = 5) -> str:
         try:

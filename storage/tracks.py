@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+from collections.abc import Callable
 
 from musicfn.errors import InvalidRequestError, StorageError
 from musicfn.settings import Settings
@@ -55,11 +56,15 @@ class TrackStore:
             raise InvalidRequestError(f"{prefix!r} is not a track prefix")
         return TrackKey.for_id(prefix, track_id, audio_ext)
 
-    def write(self, sidecar: Sidecar, audio: bytes) -> Sidecar:
+    def write(self, sidecar: Sidecar, audio: bytes,
+              fence: Callable[[], None] | None = None) -> Sidecar:
         """Store the audio, then the sidecar; return the sidecar as stored (with the ETag).
 
-        The sidecar's ``audio.sha256`` and ``audio.bytes`` must describe ``audio``.
+        The sidecar's ``audio.sha256`` and ``audio.bytes`` must describe ``audio``. ``fence``
+        is called before each write and raises to stop the writer (a job runner whose lease
+        is no longer sure): what it already wrote stays, for the next holder to overwrite.
         """
+        check = fence or (lambda: None)
         key = self.key_for(sidecar)
         if sidecar.audio is None:
             raise InvalidRequestError(f"track {sidecar.id} has no audio facts")
@@ -69,10 +74,12 @@ class TrackStore:
                                       "sidecar (sha256/size)")
         meta = {WRITER_METADATA_KEY: WRITER_METADATA_VALUE, "musicfn-id": sidecar.id,
                 "musicfn-sha256": digest}
+        check()
         etag = self.objects.put(key.audio_key, audio,
                                 content_type=CONTENT_TYPES[key.audio_ext], metadata=meta)
         stored = sidecar.model_copy(
             update={"audio": sidecar.audio.model_copy(update={"etag": etag})})
+        check()
         try:
             self.objects.put(key.sidecar_key, stored.to_json(), content_type="application/json",
                              metadata={WRITER_METADATA_KEY: WRITER_METADATA_VALUE,

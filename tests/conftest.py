@@ -12,7 +12,7 @@ import pytest
 from musicfn.settings import Settings
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
-from tests.support import free_port_block, make_settings, start_s3_server
+from tests.support import drop_test_buckets, free_port_block, make_settings, start_s3_server
 
 __all__ = ["free_port_block", "make_settings", "start_s3_server"]
 
@@ -32,6 +32,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_module_buckets() -> Iterator[None]:
+    """Delete the module's test buckets once its tests (and module fixtures) are done."""
+    yield
+    drop_test_buckets()
 
 
 @pytest.fixture

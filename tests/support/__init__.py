@@ -3,6 +3,7 @@ from ``musicfn.ports``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -22,6 +23,11 @@ def start_s3_server(data_dir: Path) -> EmbeddedS3:
     return EmbeddedS3(data_dir, port, S3_ACCESS_KEY, S3_SECRET_KEY).start()
 
 
+# Buckets handed out by make_settings, dropped when their test module ends (conftest): each
+# bucket holds at least one SeaweedFS volume, and a long session would otherwise use them up.
+_TEST_BUCKETS: list[tuple[EmbeddedS3, str]] = []
+
+
 def make_settings(server: EmbeddedS3, data_dir: Path, **overrides: Any) -> Settings:
     """Settings pointing at ``server`` with a fresh bucket and a catalogue under ``data_dir``."""
     values: dict[str, Any] = {
@@ -36,7 +42,27 @@ def make_settings(server: EmbeddedS3, data_dir: Path, **overrides: Any) -> Setti
         "s3_read_timeout_s": 5.0,
     }
     values.update(overrides)
+    _TEST_BUCKETS.append((server, values["bucket"]))
     return Settings(**values)
+
+
+def drop_test_buckets() -> None:
+    """Delete every bucket ``make_settings`` handed out on a server still running (SeaweedFS
+    deletes a bucket with its objects and frees its volumes); best effort."""
+    import boto3
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    pending, _TEST_BUCKETS[:] = list(_TEST_BUCKETS), []
+    for server, bucket in pending:
+        if not server.is_running():
+            continue
+        client = boto3.session.Session().client(
+            "s3", endpoint_url=server.endpoint_url, region_name="us-east-1",
+            aws_access_key_id=server.access_key, aws_secret_access_key=server.secret_key,
+            config=Config(retries={"max_attempts": 1}, connect_timeout=1, read_timeout=10))
+        with contextlib.suppress(BotoCoreError, ClientError):
+            client.delete_bucket(Bucket=bucket)
 
 
 def musicfn_env(settings: Settings) -> dict[str, str]:
