@@ -29,9 +29,9 @@ import ray
 
 from musicfn.ports import free_port_block
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
-from storage.catalogue_queries import TrackQuery
-from storage.catalogue_schema import TRACK_SCHEMA
+from storage.catalogue.queries import TrackQuery
+from storage.catalogue.schema import TRACK_SCHEMA
+from storage.catalogue.store import Catalogue
 from storage.embedded_s3 import EmbeddedS3
 from storage.keys import TrackKey, new_id
 from storage.objects import ObjectStore

@@ -39,8 +39,8 @@ from ray import serve
 from deployments.app import build_app
 from musicfn.ports import free_port_block
 from musicfn.settings import Settings
-from storage.catalogue_actor import catalogue_actor
-from storage.catalogue_queries import TrackQuery
+from storage.catalogue.actor import catalogue_actor
+from storage.catalogue.queries import TrackQuery
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 

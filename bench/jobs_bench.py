@@ -30,7 +30,7 @@ from ray import serve
 
 from deployments.app import build_app
 from musicfn.settings import Settings
-from storage.catalogue_actor import owner_name
+from storage.catalogue.actor import owner_name
 from storage.embedded_s3 import EmbeddedS3
 
 CLIENTS = 20

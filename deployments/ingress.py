@@ -16,7 +16,7 @@ from deployments.api.deps import LiveLimits, Services, set_services
 from deployments.api.watch import StatusWatcher
 from jobs.service import job_queue
 from musicfn.settings import Settings, get_settings
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue.actor import catalogue_client
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
 
@@ -34,7 +34,7 @@ class Ingress:
         cfg = Settings(**settings) if settings else get_settings()
         objects = ObjectStore(cfg)
         objects.ensure_bucket()
-        catalogue = catalogue_actor(cfg.catalogue_file, detached=True,
+        catalogue = catalogue_client(cfg.catalogue_file, detached=True,
                                     checkpoint_mb=cfg.catalogue_checkpoint_mb,
                                     namespace=cfg.ray_namespace, settings=cfg)
         set_services(Services(

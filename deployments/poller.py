@@ -16,7 +16,7 @@ from ray import serve
 from jobs.service import job_queue
 from musicfn.errors import ConfigurationError
 from musicfn.settings import Settings, get_settings
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue.actor import catalogue_client
 from storage.objects import ObjectStore
 from triggers.poller import Poller, PollReport
 
@@ -36,7 +36,7 @@ class EventPoller:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         objects = ObjectStore(self.settings)
-        catalogue = catalogue_actor(self.settings.catalogue_file, detached=True,
+        catalogue = catalogue_client(self.settings.catalogue_file, detached=True,
                                     checkpoint_mb=self.settings.catalogue_checkpoint_mb,
                                     namespace=self.settings.ray_namespace,
                                     settings=self.settings)

@@ -23,7 +23,7 @@ from musicfn import metrics
 from musicfn.errors import ConfigurationError
 from musicfn.logs import configure_json_logging_in_worker
 from musicfn.settings import Settings, get_settings
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue.actor import catalogue_client
 
 log = logging.getLogger(__name__)
 DRAIN_S = 20.0
@@ -38,7 +38,7 @@ class JobRunner:
             self, engine: Any, settings: dict[str, Any] | None = None) -> None:
         configure_json_logging_in_worker()
         self.settings = Settings(**settings) if settings else get_settings()
-        catalogue = catalogue_actor(self.settings.catalogue_file, detached=True,
+        catalogue = catalogue_client(self.settings.catalogue_file, detached=True,
                                     checkpoint_mb=self.settings.catalogue_checkpoint_mb,
                                     namespace=self.settings.ray_namespace,
                                     settings=self.settings)

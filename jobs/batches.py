@@ -16,7 +16,7 @@ from jobs.model import BatchPayload, EventPayload, ObjectEvent, dump
 from jobs.queue import JobQueue
 from musicfn.errors import InvalidRequestError
 from musicfn.settings import Settings
-from storage.catalogue_events import BatchRecord
+from storage.catalogue.events import BatchRecord
 from storage.jobs_schema import JobOutcome, JobRecord
 from storage.keys import new_id, utc_now
 from storage.objects import ObjectStore

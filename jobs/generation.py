@@ -26,6 +26,7 @@ from jobs.pipeline import failed_sidecar, postprocess_clip, write_track
 from musicfn import metrics
 from musicfn.errors import CatalogueError, LeaseLostError
 from musicfn.settings import Settings
+from storage.catalogue.client import CatalogueClient
 from storage.dlq import DeadLetter, DeadLetterQueue
 from storage.jobs_schema import JobOutcome, JobRecord
 from storage.sidecar import ErrorInfo, Sidecar
@@ -42,10 +43,10 @@ PROGRESS_POLL_S = 0.5
 class GenerationWork:
     """Runs generation jobs against an engine client, the bucket and the catalogue owner."""
 
-    def __init__(self, engine: Any, catalogue: Any, tracks: TrackStore,
+    def __init__(self, engine: Any, catalogue: CatalogueClient, tracks: TrackStore,
                  settings: Settings) -> None:
         self.engine = engine  # jobs.engine_client.EngineClient over the MusicGen handle
-        self.catalogue = catalogue  # ActorHandle of the catalogue owner
+        self.catalogue = catalogue
         self.tracks = tracks
         self.dlq = DeadLetterQueue(tracks.objects, settings)
         self.settings = settings
@@ -150,7 +151,7 @@ class GenerationWork:
         await self._notify(payload, await self._track(job.id))
 
     async def _track(self, track_id: str) -> Sidecar:
-        track: Sidecar | None = await self.catalogue.get.remote(track_id)
+        track: Sidecar | None = await self.catalogue.get(track_id)
         if track is None:
             raise CatalogueError(f"job {track_id} has no track row")
         return track
@@ -169,7 +170,7 @@ class GenerationWork:
                                  allow_private=self.settings.callback_allow_private,
                                  timeout_s=self.settings.callback_timeout_s,
                                  attempts=self.settings.callback_attempts)
-        await self.catalogue.record_delivery.remote(track.id, delivery.model_dump(mode="json"))
+        await self.catalogue.record_delivery(track.id, delivery.model_dump(mode="json"))
 
 
 async def _timed(timings: dict[str, float], name: str, awaitable: Any) -> Any:

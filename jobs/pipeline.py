@@ -24,6 +24,7 @@ from functions.tasks import submit_clip
 from musicfn import __version__, metrics
 from musicfn.errors import MusicfnError, original_error
 from musicfn.settings import Settings
+from storage.catalogue.client import CatalogueClient
 from storage.keys import new_id, utc_now
 from storage.sidecar import AudioFacts, ErrorInfo, Inputs, Sidecar, Summary
 from storage.tracks import TrackStore
@@ -102,13 +103,13 @@ async def write_track(tracks: TrackStore, job: Sidecar, result: GenerationResult
     return stored
 
 
-async def store_track(tracks: TrackStore, catalogue: Any, job: Sidecar,
+async def store_track(tracks: TrackStore, catalogue: CatalogueClient, job: Sidecar,
                       result: GenerationResult | None, clip: ProcessedClip, prefix: str,
                       options: ClipOptions, timings: dict[str, float]) -> Sidecar:
     """``write_track``, then the completed row through the catalogue owner ``catalogue``."""
     stored = await write_track(tracks, job, result, clip, prefix, options, timings)
     started = time.perf_counter()
-    await catalogue.complete.remote(stored)
+    await catalogue.complete(stored)
     metrics.record_stage("index", time.perf_counter() - started)
     return stored
 
@@ -177,8 +178,9 @@ async def _retry_transient(call: Callable[[], Awaitable[T]]) -> T:
     return await call()
 
 
-async def store_upload(tracks: TrackStore, catalogue: Any, settings: Settings, audio: Any,
-                       sample_rate: int, options: ClipOptions, *, filename: str) -> Sidecar:
+async def store_upload(tracks: TrackStore, catalogue: CatalogueClient, settings: Settings,
+                       audio: Any, sample_rate: int, options: ClipOptions, *,
+                       filename: str) -> Sidecar:
     """Normalise, analyse and encode uploaded audio and store it as a track (kind ``upload``,
     under the processed prefix) for a caller that waits (``/v1/analyses?store=true``).
 

@@ -1,6 +1,6 @@
 """A typed client of the job queue held by the catalogue owner actor.
 
-Every method is one call on the owner (``storage.catalogue_jobs.JobCatalogue``), awaited. The
+Every method is one call on the owner (``storage.catalogue.store.Catalogue``), awaited. The
 calls are Ray actor tasks: once sent, the owner runs them even if the awaiting coroutine is
 cancelled (a client hanging up), so "accepted" is decided by the owner, never half-way.
 """
@@ -11,7 +11,8 @@ import asyncio
 from typing import Any
 
 from jobs.model import GenerationPayload, dump
-from storage.catalogue_jobs import FinishRequest
+from storage.catalogue.client import CatalogueClient
+from storage.catalogue.jobs import FinishRequest
 from storage.jobs_schema import (
     Enqueued,
     HeartbeatReply,
@@ -24,10 +25,10 @@ from storage.sidecar import ErrorInfo, Sidecar
 
 
 class JobQueue:
-    """``await queue.enqueue(...)`` and friends, over the owner's ActorHandle."""
+    """``await queue.enqueue(...)`` and friends, over the catalogue owner's typed client."""
 
-    def __init__(self, catalogue: Any, *, max_attempts: int) -> None:
-        self.catalogue = catalogue  # ActorHandle of storage.catalogue_owner.CatalogueOwner
+    def __init__(self, catalogue: CatalogueClient, *, max_attempts: int) -> None:
+        self.catalogue = catalogue
         self.max_attempts = max_attempts
         # Concurrent finishes and event submissions of this process share transactions.
         self._finishes: Coalescer[FinishRequest, JobOutcome | None] = Coalescer(
@@ -43,7 +44,7 @@ class JobQueue:
                         max_attempts=self.max_attempts, created_at=track.created_at)
         # shield: a cancelled request must not stop us from learning the outcome in time to
         # log it; the owner decides either way.
-        done: list[Enqueued] = await asyncio.shield(self.catalogue.enqueue.remote(
+        done: list[Enqueued] = await asyncio.shield(self.catalogue.enqueue(
             [job], tracks=[track], max_depth=max_depth, idempotency=idempotency))
         return done[0]
 
@@ -55,11 +56,11 @@ class JobQueue:
         if max_depth is None:  # share a transaction with concurrent submissions
             return await asyncio.shield(self._submits.one(list(jobs)))
         done: list[Enqueued] = await asyncio.shield(
-            self.catalogue.enqueue.remote(jobs, max_depth=max_depth))
+            self.catalogue.enqueue(jobs, max_depth=max_depth))
         return done
 
     async def _submit_many(self, batches: list[list[JobRecord]]) -> list[list[Enqueued]]:
-        done: list[Enqueued] = await self.catalogue.enqueue.remote(
+        done: list[Enqueued] = await self.catalogue.enqueue(
             [j for b in batches for j in b])
         out, start = [], 0
         for b in batches:
@@ -75,12 +76,12 @@ class JobQueue:
 
     async def lease(self, holder: str, limit: int, lease_s: float,
                     kinds: list[str]) -> Lease:
-        lease: Lease = await self.catalogue.lease.remote(holder, limit, lease_s, kinds)
+        lease: Lease = await self.catalogue.lease(holder, limit, lease_s, kinds)
         return lease
 
     async def heartbeat(self, holder: str, progress: dict[str, float | None],
                         lease_s: float) -> HeartbeatReply:
-        reply: HeartbeatReply = await self.catalogue.heartbeat.remote(holder, progress, lease_s)
+        reply: HeartbeatReply = await self.catalogue.heartbeat(holder, progress, lease_s)
         return reply
 
     async def finish(self, job_id: str, holder: str, outcome: JobOutcome, *,
@@ -91,22 +92,22 @@ class JobQueue:
             track=track))
 
     async def _finish_many(self, requests: list[FinishRequest]) -> list[JobOutcome | None]:
-        done: list[JobOutcome | None] = await self.catalogue.finish_many.remote(requests)
+        done: list[JobOutcome | None] = await self.catalogue.finish_many(requests)
         return done
 
     async def retry_later(self, job_id: str, holder: str, delay_s: float,
                           error: ErrorInfo) -> bool:
-        ok: bool = await self.catalogue.retry_later.remote(job_id, holder, delay_s, error)
+        ok: bool = await self.catalogue.retry_later(job_id, holder, delay_s, error)
         return ok
 
     async def cancel(self, job_id: str) -> JobRecord:
-        job: JobRecord = await self.catalogue.cancel.remote(job_id)
+        job: JobRecord = await self.catalogue.cancel(job_id)
         return job
 
     async def get(self, job_id: str) -> JobRecord | None:
-        job: JobRecord | None = await self.catalogue.job.remote(job_id)
+        job: JobRecord | None = await self.catalogue.job(job_id)
         return job
 
     async def depth(self) -> int:
-        depth: int = await self.catalogue.queue_depth.remote()
+        depth: int = await self.catalogue.queue_depth()
         return depth

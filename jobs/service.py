@@ -16,17 +16,18 @@ from jobs.runner import Runner
 from jobs.uploads import EventHandler, UploadWork
 from jobs.webhook_signing import validate_secret
 from musicfn.settings import Settings
+from storage.catalogue.client import CatalogueClient
 from storage.jobs_schema import JobRecord
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
 
 
-def job_queue(catalogue: Any, settings: Settings) -> JobQueue:
+def job_queue(catalogue: CatalogueClient, settings: Settings) -> JobQueue:
     """The queue client over the catalogue owner, with the configured attempt budget."""
     return JobQueue(catalogue, max_attempts=settings.job_max_attempts)
 
 
-def build_runner(settings: Settings, catalogue: Any, engine: Any | None, *,
+def build_runner(settings: Settings, catalogue: CatalogueClient, engine: Any | None, *,
                  concurrency: int | None = None) -> Runner:
     """A runner for every job kind; without ``engine`` it runs events and batches only.
 
@@ -60,9 +61,9 @@ async def run_until_done(runner: Runner, job_ids: list[str], *, parent_id: str |
     try:
         while True:
             jobs = [j for j in await asyncio.gather(
-                *(catalogue.job.remote(i) for i in job_ids)) if j is not None]
+                *(catalogue.job(i) for i in job_ids)) if j is not None]
             if parent_id is not None:
-                jobs += await catalogue.jobs_of.remote(parent_id)
+                jobs += await catalogue.jobs_of(parent_id)
             if on_progress is not None:
                 on_progress(jobs)
             if all(j.state == "done" for j in jobs):

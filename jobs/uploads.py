@@ -35,7 +35,8 @@ from musicfn import __version__, metrics
 from musicfn.errors import InputError, MusicfnError, ObjectNotFoundError, original_error
 from musicfn.logs import job_context
 from musicfn.settings import Settings
-from storage.catalogue_events import ClaimRequest, EventClaim, EventRecord
+from storage.catalogue.client import CatalogueClient
+from storage.catalogue.events import ClaimRequest, EventClaim, EventRecord
 from storage.dlq import DeadLetter, DeadLetterQueue
 from storage.jobs_schema import JobOutcome, JobRecord
 from storage.keys import id_timestamp, new_id, utc_now
@@ -87,12 +88,12 @@ def _looks_like_audio(info: ObjectInfo) -> bool:
 class EventHandler:
     """Processes object events against one bucket and the catalogue owner."""
 
-    def __init__(self, objects: ObjectStore, catalogue: Any, settings: Settings,
+    def __init__(self, objects: ObjectStore, catalogue: CatalogueClient, settings: Settings,
                  options: ClipOptions | None = None) -> None:
         self.objects = objects
         self.tracks = TrackStore(objects, settings)
         self.dlq = DeadLetterQueue(objects, settings)
-        self.catalogue = catalogue  # ActorHandle of storage.catalogue.Catalogue
+        self.catalogue = catalogue
         self.owner = OwnerBatcher(catalogue)  # claims and completions, coalesced
         self.settings = settings
         self.options = options or ClipOptions()
@@ -213,19 +214,19 @@ class EventHandler:
         """The source of processed tracks was deleted: mark them, or delete them."""
         if await asyncio.to_thread(self.objects.exists, event.key):
             return self._done(event, "duplicate", reason="object exists again (stale event)")
-        tracks: list[Sidecar] = await self.catalogue.tracks_by_source.remote(event.key)
+        tracks: list[Sidecar] = await self.catalogue.tracks_by_source(event.key)
         for track in tracks:
             if track.source is None or track.source.removed_at is not None:
                 continue
             key = self.tracks.key_for(track)
             if self.settings.source_removed == "delete":
                 await asyncio.to_thread(self.tracks.delete, key)
-                await self.catalogue.delete.remote([track.id])
+                await self.catalogue.delete([track.id])
                 continue
             marked = track.model_copy(update={
                 "source": track.source.model_copy(update={"removed_at": utc_now()})})
             await asyncio.to_thread(self.tracks.rewrite_sidecar, marked)
-            await self.catalogue.upsert.remote([marked])
+            await self.catalogue.upsert([marked])
         return self._done(event, "removed", reason=f"{len(tracks)} track(s) from this source")
 
     def _done(self, event: ObjectEvent, outcome: Outcome, **fields: Any) -> EventResult:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from musicfn.settings import Settings
-from storage.catalogue_jobs import JobCatalogue
+from storage.catalogue.store import Catalogue
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
@@ -44,10 +44,10 @@ def open_storage(settings: Settings, *, keep_s3_running: bool = False) -> Iterat
 
 
 @contextmanager
-def open_catalogue(settings: Settings) -> Iterator[JobCatalogue]:
+def open_catalogue(settings: Settings) -> Iterator[Catalogue]:
     """The catalogue file (with its job queue), owned by this process for the block
     (CatalogueLockedError if not)."""
-    catalogue = JobCatalogue(settings.catalogue_file,
+    catalogue = Catalogue(settings.catalogue_file,
                              checkpoint_mb=settings.catalogue_checkpoint_mb)
     try:
         yield catalogue

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
-from storage.catalogue_events import ClaimRequest, EventClaim, EventRecord
-from storage.catalogue_schema import sidecars_table
+from storage.catalogue.client import CatalogueClient
+from storage.catalogue.events import ClaimRequest, EventClaim, EventRecord
+from storage.catalogue.schema import sidecars_table
 from storage.sidecar import Sidecar
 
 T = TypeVar("T")
@@ -71,14 +72,14 @@ class Coalescer(Generic[T, R]):
 class OwnerBatcher:
     """Claims and upload completions on the owner actor ``catalogue``, coalesced."""
 
-    def __init__(self, catalogue: Any) -> None:
-        self.catalogue = catalogue  # ActorHandle of storage.catalogue_owner.CatalogueOwner
+    def __init__(self, catalogue: CatalogueClient) -> None:
+        self.catalogue = catalogue
         self._claims: Coalescer[ClaimRequest, EventClaim] = Coalescer(self._claim_many)
         self._completions: Coalescer[tuple[Sidecar | None, EventRecord], None] = \
             Coalescer(self._complete_many)
 
     async def claim(self, request: ClaimRequest) -> EventClaim:
-        """``claim_event`` (``storage.catalogue_events``), batched with concurrent claims."""
+        """``claim_event`` (``storage.catalogue.events``), batched with concurrent claims."""
         return await self._claims.one(request)
 
     async def complete(self, track: Sidecar | None, event: EventRecord) -> None:
@@ -86,13 +87,13 @@ class OwnerBatcher:
         await self._completions.one((track, event))
 
     async def _claim_many(self, requests: list[ClaimRequest]) -> list[EventClaim]:
-        claims: list[EventClaim] = await self.catalogue.claim_events.remote(requests)
+        claims: list[EventClaim] = await self.catalogue.claim_events(requests)
         return claims
 
     async def _complete_many(self, items: list[tuple[Sidecar | None, EventRecord]]
                              ) -> list[None]:
         tracks = [t for t, _ in items if t is not None]
         rows = sidecars_table(tracks) if tracks else None  # built here, not in the owner
-        await self.catalogue.complete_uploads.remote(rows if rows is not None else [],
+        await self.catalogue.complete_uploads(rows if rows is not None else [],
                                                      [e for _, e in items])
         return [None] * len(items)

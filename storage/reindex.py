@@ -1,7 +1,7 @@
 """Rebuild the catalogue from the bucket.
 
 The bucket is the source of truth: ``reindex`` reads every sidecar under the track prefixes and
-upserts the same rows the online path writes (``storage.catalogue_schema.sidecars_table``).
+upserts the same rows the online path writes (``storage.catalogue.schema.sidecars_table``).
 
 It is embarrassingly parallel by day: both halves of a track live in one day folder
 (``<prefix>/YYYY/MM/DD/``), so each day is listed, paired and read by its own task
@@ -20,7 +20,7 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from musicfn.settings import Settings
-from storage.catalogue_events import EventRecord
+from storage.catalogue.events import EventRecord
 from storage.objects import ObjectStore
 from storage.parallel import Parallelism, task_runner
 from storage.reindex_scan import (

@@ -2,7 +2,7 @@
 
 The track layout ``<prefix>/YYYY/MM/DD/<id>.<ext>`` puts both halves of a track in the same day
 folder, so each day is an independent partition: list it, pair audio with sidecars, read the
-sidecars and turn them into catalogue rows (``storage.catalogue_schema.sidecars_table``, the
+sidecars and turn them into catalogue rows (``storage.catalogue.schema.sidecars_table``, the
 one mapping the online path uses). ``scan_partition`` and ``read_sidecars`` are plain
 functions with picklable arguments and results: ``storage.reindex`` runs them as Ray tasks
 or on threads.
@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from musicfn.errors import InputError, InvalidKeyError, MusicfnError, ObjectNotFoundError
-from storage.catalogue_events import EventRecord
-from storage.catalogue_schema import sidecars_table
+from storage.catalogue.events import EventRecord
+from storage.catalogue.schema import sidecars_table
 from storage.keys import parse_key
 from storage.s3_bulk import BulkS3, S3Target
 from storage.sidecar import Sidecar

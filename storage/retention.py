@@ -15,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from musicfn.errors import InvalidKeyError
 from musicfn.settings import Settings
-from storage.catalogue_queries import TrackPage, TrackQuery
+from storage.catalogue.queries import TrackPage, TrackQuery
 from storage.keys import TrackKey, day_prefix, id_timestamp, parse_key, utc_now
 from storage.objects import ObjectInfo, ObjectStore
 

@@ -36,7 +36,7 @@ from pydantic import BaseModel, Field
 
 from musicfn.errors import InputError, InvalidKeyError, MusicfnError
 from musicfn.settings import Settings
-from storage.catalogue_queries import TrackPage, TrackQuery
+from storage.catalogue.queries import TrackPage, TrackQuery
 from storage.keys import TrackKey, id_timestamp, parse_key, utc_now
 from storage.objects import ObjectInfo, ObjectStore
 from storage.sidecar import Sidecar

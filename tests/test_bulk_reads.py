@@ -15,8 +15,8 @@ import pytest
 
 from musicfn.errors import AccessDeniedError, BucketNotFoundError, ObjectNotFoundError
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
-from storage.catalogue_events import ClaimRequest, EventRecord
+from storage.catalogue.events import ClaimRequest, EventRecord
+from storage.catalogue.store import Catalogue
 from storage.http_lean import LeanConnection, ProtocolError
 from storage.keys import new_id, utc_now
 from storage.objects import ObjectStore

@@ -19,9 +19,10 @@ from musicfn.errors import (
     InvalidTransitionError,
     NotFoundError,
 )
-from storage.catalogue import Catalogue, EventRecord
-from storage.catalogue_queries import TrackQuery, encode_cursor
-from storage.catalogue_schema import SCHEMA_VERSION
+from storage.catalogue.events import EventRecord
+from storage.catalogue.queries import TrackQuery, encode_cursor
+from storage.catalogue.schema import SCHEMA_VERSION
+from storage.catalogue.store import Catalogue
 from storage.keys import new_id
 from storage.sidecar import AudioFacts, ErrorInfo, Sidecar, Summary
 
@@ -192,7 +193,7 @@ def test_events_and_cursors(cat: Catalogue) -> None:
 
 
 def test_second_process_gets_clear_lock_error(cat: Catalogue) -> None:
-    code = ("from storage.catalogue import Catalogue\n"
+    code = ("from storage.catalogue.store import Catalogue\n"
             "from musicfn.errors import CatalogueLockedError\n"
             "try:\n"
             f"    Catalogue({str(cat.path)!r})\n"
@@ -220,7 +221,7 @@ def test_kill_9_mid_batch_keeps_every_acknowledged_row(tmp_data: Path) -> None:
     writer = textwrap.dedent(f"""
         import sys
         from datetime import UTC, datetime
-        from storage.catalogue import Catalogue
+        from storage.catalogue.store import Catalogue
         from storage.keys import new_id
         from storage.sidecar import Sidecar
         cat = Catalogue({str(path)!r})

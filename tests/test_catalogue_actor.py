@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue.actor import catalogue_actor
 from storage.keys import new_id
 from storage.sidecar import Sidecar
 
@@ -33,7 +33,7 @@ def test_every_process_reaches_one_owner(ray_cluster: Any, tmp_data: Path) -> No
 
     @ray.remote(num_cpus=0)
     def from_another_worker(p: str) -> int:
-        from storage.catalogue_actor import catalogue_actor as get_owner
+        from storage.catalogue.actor import catalogue_actor as get_owner
         handle = get_owner(p, name="cat-one-owner")  # the same named actor, not a new file
         return int(ray.get(handle.count.remote()))
 

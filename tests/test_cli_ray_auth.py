@@ -51,7 +51,7 @@ def test_verify_attaches_without_ray_auth_mode(ray_cluster: Any, settings: Setti
                                                objects: ObjectStore) -> None:
     import ray
 
-    from storage.catalogue_actor import catalogue_actor
+    from storage.catalogue.actor import catalogue_actor
 
     owner = catalogue_actor(settings.catalogue_file, namespace=settings.ray_namespace,
                             watch_interval_s=0)

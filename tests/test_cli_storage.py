@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
+from storage.catalogue.store import Catalogue
 from storage.objects import ObjectStore
 from storage.tracks import TrackStore
 from tests.support import free_port_block, musicfn_env

@@ -28,7 +28,7 @@ import pytest
 from musicfn.settings import Settings
 from musicfn_cli.commands.catalogue_access import OwnerCatalogue
 from musicfn_cli.commands.ray_session import catalogue_holder, ray_address_of
-from storage.catalogue import Catalogue
+from storage.catalogue.store import Catalogue
 from storage.dlq import DeadLetter, DeadLetterQueue
 from storage.objects import ObjectStore
 from storage.sidecar import ErrorInfo
@@ -192,7 +192,7 @@ def test_reindex_through_the_owner_never_prunes_a_track_completed_meanwhile(
     through the owner deletes only rows completed before the client was opened."""
     import ray
 
-    from storage.catalogue_actor import OwnerClient, catalogue_actor
+    from storage.catalogue.actor import OwnerClient, catalogue_actor
 
     store = TrackStore(objects, settings)
     handle = catalogue_actor(settings.catalogue_file, namespace=settings.ray_namespace,

@@ -23,7 +23,8 @@ import pytest
 from jobs.service import build_runner, outcome_counts, run_until_done
 from jobs.uploads import EventHandler
 from musicfn.settings import Settings
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue.actor import catalogue_actor
+from storage.catalogue.client import CatalogueClient
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore
 from storage.sidecar import Sidecar
@@ -39,7 +40,7 @@ class PollAndRun:
     """A poll (which only enqueues event jobs), then a local runner until those jobs end."""
 
     def __init__(self, objects: ObjectStore, owner: Any, settings: Settings) -> None:
-        self.runner = build_runner(settings, owner, None)
+        self.runner = build_runner(settings, CatalogueClient(owner), None)
         self.poller = Poller(self.runner.queue, objects, settings)
 
     async def poll_once(self, full: bool = False) -> Any:
@@ -169,7 +170,7 @@ def test_service_poller_processes_an_upload(polled_app: tuple[httpx.Client, Sett
 def test_rebuilt_catalogue_does_not_process_sources_again(poller_env: Any) -> None:
     import ray
 
-    from storage.catalogue import Catalogue
+    from storage.catalogue.store import Catalogue
     from storage.reindex import reindex
 
     settings, objects, owner, poller = poller_env
@@ -190,7 +191,7 @@ def test_rebuilt_catalogue_does_not_process_sources_again(poller_env: Any) -> No
 
 def _released(settings: Settings) -> bool:
     from musicfn.errors import CatalogueLockedError
-    from storage.catalogue import Catalogue
+    from storage.catalogue.store import Catalogue
 
     try:
         Catalogue(settings.catalogue_file).close()
@@ -209,7 +210,7 @@ def test_removed_source_with_delete_policy_removes_the_processed_copy(poller_env
     assert asyncio.run(poller.poll_once()).outcomes == {"processed": 1}
     [track_id] = _sources(owner, objects)["incoming/temp.wav"]
     track = ray.get(owner.get.remote(track_id))
-    deleting = EventHandler(objects, owner, settings.model_copy(
+    deleting = EventHandler(objects, CatalogueClient(owner), settings.model_copy(
         update={"source_removed": "delete"}))
     removed = ObjectEvent(kind="removed", bucket=settings.bucket, key="incoming/temp.wav",
                           source="webhook")

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from musicfn.settings import Settings
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue.actor import catalogue_actor
 from storage.dlq import DeadLetterQueue
 from storage.embedded_s3 import EmbeddedS3
 from storage.objects import ObjectStore

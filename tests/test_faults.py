@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 
 from deployments.faults import unhealthy_marker
-from storage.catalogue_actor import OwnerClient
+from musicfn_cli.commands.catalogue_access import OwnerCatalogue
+from storage.catalogue.actor import OwnerClient
 from storage.embedded_s3 import EmbeddedS3
 from storage.reindex import cleanup_orphans
 from storage.verify import verify
@@ -186,7 +187,7 @@ def test_s3_stopped_mid_batch_jobs_retry_or_fail_clearly(make_app: Any,
         assert {r["status"] for r in second.values()} == {"failed"}
         failed = {i for i, r in {**first, **second}.items() if r["status"] == "failed"}
         # Nothing half-written: no sidecar of a failed job; audio of one is an orphan at most.
-        report = verify(app.objects, OwnerClient(app.owner()), app.settings)
+        report = verify(app.objects, OwnerCatalogue(OwnerClient(app.owner())), app.settings)
         assert {p.kind for p in report.problems} <= {"orphan_audio"}
         assert {p.id for p in report.problems} <= failed
         out = run_verify(app)
@@ -260,7 +261,7 @@ def test_owner_recreates_a_deleted_file_in_process(objects: Any, settings: Any) 
     """The owner logic without Ray: delete the open file, the next check re-creates it with
     every row (pending ones too), reconciled with the bucket; a lost file at start is
     rebuilt from the sidecars alone."""
-    from storage.catalogue_owner import CatalogueOwner
+    from storage.catalogue.owner import CatalogueOwner
     from storage.keys import new_id
     from storage.sidecar import Sidecar
     from storage.tracks import TrackStore

@@ -10,7 +10,7 @@ import pytest
 
 from musicfn.errors import ConflictError, EngineOverloadedError
 from musicfn.settings import Settings
-from storage.catalogue_jobs import JobCatalogue
+from storage.catalogue.store import Catalogue
 from storage.jobs_schema import JobRecord
 from storage.keys import new_id, utc_now
 from storage.objects import ObjectStore
@@ -19,8 +19,8 @@ from storage.verify import verify
 
 
 @pytest.fixture
-def queue(tmp_path: Path) -> JobCatalogue:
-    return JobCatalogue(tmp_path / "jobs.duckdb")
+def queue(tmp_path: Path) -> Catalogue:
+    return Catalogue(tmp_path / "jobs.duckdb")
 
 
 def generation(max_attempts: int = 3) -> tuple[JobRecord, Sidecar]:
@@ -29,7 +29,7 @@ def generation(max_attempts: int = 3) -> tuple[JobRecord, Sidecar]:
     return JobRecord(id=track.id, kind="generation", max_attempts=max_attempts), track
 
 
-def test_accept_is_atomic_with_depth_dedupe_and_idempotency(queue: JobCatalogue) -> None:
+def test_accept_is_atomic_with_depth_dedupe_and_idempotency(queue: Catalogue) -> None:
     jobs = [generation() for _ in range(3)]
     done = queue.enqueue([j for j, _ in jobs[:2]], tracks=[t for _, t in jobs[:2]], max_depth=2)
     assert [d.created for d in done] == [True, True]
@@ -51,7 +51,7 @@ def test_accept_is_atomic_with_depth_dedupe_and_idempotency(queue: JobCatalogue)
     assert queue.stats().top_prompts == [("a test prompt", 3)]
 
 
-def test_lost_lease_is_re_driven_and_only_the_holder_finishes(queue: JobCatalogue) -> None:
+def test_lost_lease_is_re_driven_and_only_the_holder_finishes(queue: Catalogue) -> None:
     job, track = generation()
     queue.enqueue([job], tracks=[track])
     [leased] = queue.lease("runner-a", 10, lease_s=0.3).run
@@ -67,7 +67,7 @@ def test_lost_lease_is_re_driven_and_only_the_holder_finishes(queue: JobCatalogu
     assert queue.get(track.id) == done and queue.queue_depth() == 0
 
 
-def test_out_of_attempts_comes_back_exhausted(queue: JobCatalogue) -> None:
+def test_out_of_attempts_comes_back_exhausted(queue: Catalogue) -> None:
     job, track = generation(max_attempts=1)
     queue.enqueue([job], tracks=[track])
     assert len(queue.lease("a", 1, lease_s=0.1).run) == 1
@@ -80,7 +80,7 @@ def test_out_of_attempts_comes_back_exhausted(queue: JobCatalogue) -> None:
     assert row is not None and row.status == "failed" and row.error == error
 
 
-def test_cancel_queued_running_and_finished(queue: JobCatalogue) -> None:
+def test_cancel_queued_running_and_finished(queue: Catalogue) -> None:
     (a, ta), (b, tb) = generation(), generation()
     queue.enqueue([a, b], tracks=[ta, tb])
     queue.lease("r", 1, lease_s=30)  # a runs, b waits
@@ -95,7 +95,7 @@ def test_cancel_queued_running_and_finished(queue: JobCatalogue) -> None:
         queue.cancel(a.id)
 
 
-def test_verify_reports_jobs_no_runner_holds(queue: JobCatalogue, objects: ObjectStore,
+def test_verify_reports_jobs_no_runner_holds(queue: Catalogue, objects: ObjectStore,
                                               settings: Settings) -> None:
     fast = settings.model_copy(update={"job_lease_s": 1.0, "job_poll_interval_s": 0.1})
     job, track = generation()

@@ -21,7 +21,8 @@ from jobs.model import GenerationPayload
 from jobs.pipeline import pending_job
 from jobs.service import build_runner, run_until_done
 from musicfn.settings import Settings
-from storage.catalogue_actor import catalogue_actor
+from storage.catalogue.actor import catalogue_actor
+from storage.catalogue.client import CatalogueClient
 from storage.embedded_s3 import EmbeddedS3
 from storage.inputs import put_input
 from storage.keys import parse_key
@@ -53,7 +54,8 @@ class GenerationPipeline:
     def __init__(self, engine: Any, settings: Settings, name: str) -> None:
         objects = ObjectStore(settings)
         objects.ensure_bucket()
-        self.catalogue = catalogue_actor(settings.catalogue_file, name=name)
+        self.owner = catalogue_actor(settings.catalogue_file, name=name)
+        self.catalogue = CatalogueClient(self.owner)
         self.tracks = TrackStore(objects, settings)
         self.runner = build_runner(settings, self.catalogue, engine)
 
@@ -67,7 +69,7 @@ class GenerationPipeline:
 
     async def run(self, job: Sidecar, req: Any, options: ClipOptions) -> Sidecar:
         await run_until_done(self.runner, [job.id])
-        done: Sidecar = await self.catalogue.get.remote(job.id)
+        done: Sidecar = await self.catalogue.get(job.id)
         return done
 
 
@@ -106,10 +108,10 @@ def test_prompt_becomes_a_stored_analysed_indexed_track(engine: Any,
     assert lufs is not None and abs(lufs - (-16.0)) <= 0.5
     # Sidecar in the bucket == the catalogue row == what the pipeline returned.
     assert Sidecar.from_json(objects.get(key.sidecar_key)) == done
-    assert ray.get(pipeline.catalogue.get.remote(job.id)) == done
+    assert ray.get(pipeline.owner.get.remote(job.id)) == done
     assert done.summary.bpm is not None and abs(done.summary.bpm - 96) / 96 < 0.04
     assert set(done.timings) == {"generate", "postprocess", "normalize", "analyze", "encode"}
-    stats = ray.get(pipeline.catalogue.stats.remote())
+    stats = ray.get(pipeline.owner.stats.remote())
     assert stats.top_prompts == [("lofi hip hop, mellow", 1)]
 
 
@@ -125,12 +127,12 @@ def test_concurrent_jobs_all_complete(engine: Any, settings: Settings) -> None:
             jobs.append(await pipeline.submit(request(prompt=f"ambient pad {i}", duration_s=2.0,
                                                       seed=i), options))
         await run_until_done(pipeline.runner, [j.id for j in jobs])
-        return [await pipeline.catalogue.get.remote(j.id) for j in jobs]
+        return [await pipeline.catalogue.get(j.id) for j in jobs]
 
     results = asyncio.run(go())
     assert [r.status for r in results] == ["completed"] * 4
     assert len({r.audio_key for r in results}) == 4
-    assert ray.get(pipeline.catalogue.count.remote()) == 4
+    assert ray.get(pipeline.owner.count.remote()) == 4
 
 
 def test_engine_rejection_leaves_a_failed_row_and_no_objects(engine: Any,
@@ -154,7 +156,7 @@ def test_engine_rejection_leaves_a_failed_row_and_no_objects(engine: Any,
     failed = asyncio.run(go())
     assert failed.status == "failed" and failed.error is not None
     assert failed.error.stage == "generate" and failed.error.code == "continuation_unsupported"
-    assert ray.get(pipeline.catalogue.get.remote(failed.id)) == failed
+    assert ray.get(pipeline.owner.get.remote(failed.id)) == failed
     assert list(pipeline.tracks.objects.list("generations/")) == []
 
 
@@ -178,7 +180,7 @@ def test_s3_down_during_upload_fails_cleanly_with_nothing_half_written(
         failed = asyncio.run(go())
         assert failed.status == "failed" and failed.error is not None
         assert (failed.error.stage, failed.error.code) == ("upload", "storage_unreachable")
-        assert ray.get(pipeline.catalogue.get.remote(failed.id)).status == "failed"
+        assert ray.get(pipeline.owner.get.remote(failed.id)).status == "failed"
         server.start()
         assert list(pipeline.tracks.objects.list("generations/")) == []
     finally:

@@ -1,7 +1,7 @@
 """Only the holder of a job's lease writes its results: real runners on a real catalogue file
 and the session's real S3.
 
-The owner here is a ``JobCatalogue`` called in threads (what the Ray actor does), so a test
+The owner here is a ``Catalogue`` called in threads (what the Ray actor does), so a test
 can cut one runner off from it: its heartbeats hang, as they do when the owner is unreachable
 or the runner's event loop is starved.
 """
@@ -21,7 +21,8 @@ from jobs.job_context import JobContext, JobEnd
 from jobs.pipeline import run_to_end
 from jobs.queue import JobQueue
 from jobs.runner import Runner
-from storage.catalogue_jobs import JobCatalogue
+from storage.catalogue.client import CatalogueClient
+from storage.catalogue.store import Catalogue
 from storage.jobs_schema import JobOutcome, JobRecord
 from storage.keys import new_id
 from storage.objects import ObjectStore
@@ -43,7 +44,7 @@ class _Method:
 class _Owner:
     """``target``'s methods as ``.remote`` calls, the way an ActorHandle offers them."""
 
-    def __init__(self, target: JobCatalogue, cut_off: tuple[str, ...] = ()) -> None:
+    def __init__(self, target: Catalogue, cut_off: tuple[str, ...] = ()) -> None:
         self.target, self.cut_off = target, set(cut_off)
 
     def __getattr__(self, name: str) -> _Method:
@@ -93,9 +94,9 @@ class SlowStore:
         return None
 
 
-def runner(catalogue: JobCatalogue, work: SlowStore, *, lease_s: float,
+def runner(catalogue: Catalogue, work: SlowStore, *, lease_s: float,
            cut_off: tuple[str, ...] = ()) -> Runner:
-    queue = JobQueue(_Owner(catalogue, cut_off), max_attempts=5)
+    queue = JobQueue(CatalogueClient(_Owner(catalogue, cut_off)), max_attempts=5)
     return Runner(queue, {"event": work}, concurrency=1, lease_s=lease_s, poll_s=0.1,
                   holder=work.name)
 
@@ -109,18 +110,18 @@ async def until(predicate: Any, timeout_s: float = 30.0) -> None:
 
 
 @pytest.fixture
-def catalogue(tmp_path: Path) -> JobCatalogue:
-    return JobCatalogue(tmp_path / "jobs.duckdb")
+def catalogue(tmp_path: Path) -> Catalogue:
+    return Catalogue(tmp_path / "jobs.duckdb")
 
 
-def one_job(catalogue: JobCatalogue) -> str:
+def one_job(catalogue: Catalogue) -> str:
     job_id = new_id()
     catalogue.enqueue([JobRecord(id=job_id, kind="event", max_attempts=5)])
     return job_id
 
 
 def test_a_runner_cut_off_from_the_owner_does_not_write_after_its_lease(
-        catalogue: JobCatalogue, objects: ObjectStore) -> None:
+        catalogue: Catalogue, objects: ObjectStore) -> None:
     job_id = one_job(catalogue)
     cut = SlowStore(objects, "cut-off", compute_s=2.5)
     healthy = SlowStore(objects, "healthy", compute_s=0.1)
@@ -146,7 +147,7 @@ def test_a_runner_cut_off_from_the_owner_does_not_write_after_its_lease(
 
 
 def test_cancel_during_a_write_waits_for_it_then_discards(
-        catalogue: JobCatalogue, objects: ObjectStore) -> None:
+        catalogue: Catalogue, objects: ObjectStore) -> None:
     job_id = one_job(catalogue)
     work = SlowStore(objects, "slow", compute_s=0.0, write_s=2.0)
 
@@ -168,7 +169,7 @@ def test_cancel_during_a_write_waits_for_it_then_discards(
 
 
 def test_drain_hands_a_job_back_only_after_its_write_ended(
-        catalogue: JobCatalogue, objects: ObjectStore) -> None:
+        catalogue: Catalogue, objects: ObjectStore) -> None:
     job_id = one_job(catalogue)
     draining = SlowStore(objects, "draining", compute_s=0.0, write_s=1.5)
     taker = SlowStore(objects, "taker", compute_s=0.0)

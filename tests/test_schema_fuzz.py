@@ -41,7 +41,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from storage.catalogue_queries import encode_cursor
+from storage.catalogue.queries import encode_cursor
 from storage.embedded_s3 import EmbeddedS3
 from storage.keys import new_id
 from tests.support import make_settings

@@ -10,7 +10,7 @@ import pytest
 
 from musicfn.errors import InvalidRequestError, StorageUnreachableError
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
+from storage.catalogue.store import Catalogue
 from storage.keys import TrackKey, new_id
 from storage.objects import ObjectStore
 from storage.reindex import cleanup_older_than, cleanup_orphans, reindex, scan_bucket

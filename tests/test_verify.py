@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from musicfn.settings import Settings
-from storage.catalogue import Catalogue
+from storage.catalogue.store import Catalogue
 from storage.keys import TrackKey, new_id
 from storage.objects import ObjectStore
 from storage.sidecar import ErrorInfo, Sidecar
@@ -168,7 +168,7 @@ def test_verify_goes_through_the_running_owner(ray_cluster: Any, store: TrackSto
     """While an owner actor holds the file, the CLI cannot open it: verify asks the owner."""
     import ray
 
-    from storage.catalogue_actor import catalogue_actor
+    from storage.catalogue.actor import catalogue_actor
 
     owner = catalogue_actor(settings.catalogue_file, watch_interval_s=0)
     try:

@@ -57,7 +57,7 @@ class Poller:
 
     async def poll_once(self, *, full: bool = False) -> PollReport:
         """One pass: from the cursor, or from the start with ``full``."""
-        start = None if full else await self.catalogue.get_cursor.remote(self.cursor_name)
+        start = None if full else await self.catalogue.get_cursor(self.cursor_name)
         report = PollReport(full=full, cursor=start)
         listing = self.objects.list(f"{self.settings.incoming_prefix}/",
                                             start_after=start, page_size=PAGE)
@@ -66,7 +66,7 @@ class Poller:
             if not page:
                 return report
             report.listed += len(page)
-            known: set[str] = await self.catalogue.known_objects.remote(
+            known: set[str] = await self.catalogue.known_objects(
                 self.settings.bucket, [(o.key, o.etag) for o in page])
             report.known += len(known)
             todo = [o for o in page if o.key not in known]
@@ -80,7 +80,7 @@ class Poller:
             # Every event of this page is a job now (a failure raised above): move past it.
             last = page[-1].key
             if start is None or last > start:
-                await self.catalogue.set_cursor.remote(self.cursor_name, last)
+                await self.catalogue.set_cursor(self.cursor_name, last)
                 report.cursor = last
 
     def _job(self, info: ObjectInfo) -> Any:

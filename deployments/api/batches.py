@@ -13,7 +13,7 @@ from deployments.api.deps import ServicesDep
 from deployments.api_models import BatchBody, batch_source_pattern
 from jobs.batches import batch_job, batch_prefix, batch_progress, new_batch
 from musicfn.errors import InvalidRequestError, MusicfnError, NotFoundError
-from storage.catalogue_events import BatchRecord
+from storage.catalogue.events import BatchRecord
 from storage.jobs_schema import JobRecord
 from storage.keys import validate_id
 
@@ -35,7 +35,7 @@ async def create_batch(body: BatchBody, services: ServicesDep) -> JSONResponse:
     prefix = batch_prefix(body.source, settings)
     await services.storage.require()
     batch = new_batch(body.source)
-    await services.catalogue.save_batch.remote(batch)
+    await services.catalogue.save_batch(batch)
     await services.queue.submit([batch_job(services.queue, batch, prefix)])
     services.nudge_runners()
     return JSONResponse(batch.model_dump(mode="json"), status_code=202,
@@ -49,7 +49,7 @@ async def get_batch(batch_id: str, services: ServicesDep) -> dict[str, Any]:
         validate_id(batch_id)
     except MusicfnError:
         raise NotFoundError(f"no batch {batch_id!r}") from None
-    batch: BatchRecord = await services.catalogue.get_batch.remote(batch_id)
-    job: JobRecord | None = await services.catalogue.job.remote(batch_id)
-    items: list[JobRecord] = await services.catalogue.jobs_of.remote(batch_id)
+    batch: BatchRecord = await services.catalogue.get_batch(batch_id)
+    job: JobRecord | None = await services.catalogue.job(batch_id)
+    items: list[JobRecord] = await services.catalogue.jobs_of(batch_id)
     return batch_progress(batch, job, items).model_dump(mode="json")

@@ -28,6 +28,7 @@ from musicfn.errors import (
     StorageUnreachableError,
 )
 from musicfn.settings import Settings
+from storage.catalogue.client import CatalogueClient
 from storage.jobs_schema import JobView
 from storage.keys import validate_id
 from storage.objects import ObjectStore
@@ -143,7 +144,7 @@ class Services:
     settings: Settings
     objects: ObjectStore
     tracks: TrackStore
-    catalogue: Any  # ActorHandle of the catalogue owner
+    catalogue: CatalogueClient
     queue: JobQueue
     engine: Any  # DeploymentHandle of MusicGen
     runner: Any  # DeploymentHandle of JobRunner (nudged after accepting work)
@@ -184,7 +185,7 @@ class Services:
             validate_id(track_id)
         except MusicfnError:
             raise NotFoundError(f"no generation {track_id!r}") from None
-        found: JobView | None = await self.catalogue.view.remote(track_id)
+        found: JobView | None = await self.catalogue.view(track_id)
         if found is None:
             raise NotFoundError(f"no generation {track_id}")
         return found

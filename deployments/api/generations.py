@@ -33,7 +33,7 @@ from jobs.pipeline import pending_job
 from musicfn.errors import ConflictError, InvalidRequestError, NotFoundError
 from musicfn.logs import bind_job_id, current_request_id
 from musicfn.validation import validation_message
-from storage.catalogue_queries import TrackPage, TrackQuery
+from storage.catalogue.queries import TrackPage, TrackQuery
 from storage.jobs_schema import JobView
 from storage.sidecar import FINAL_STATUSES, Mode, TrackKind, TrackStatus
 
@@ -183,7 +183,7 @@ async def list_generations(
         for field, query_name in _QUERY_NAMES.items():
             message = message.replace(field, query_name)
         raise InvalidRequestError(message, code=f"invalid_{name}") from None
-    page = await services.catalogue.list_tracks.remote(query)
+    page = await services.catalogue.list_tracks(query)
     return page.model_dump(mode="json")  # type: ignore[no-any-return]
 
 
@@ -327,6 +327,6 @@ async def delete_generation(track_id: str, services: ServicesDep) -> Response:
     if sc.audio_key is not None:
         await asyncio.to_thread(services.tracks.delete, services.tracks.key_for(sc))
     services.finals.forget(track_id)
-    await services.catalogue.delete.remote([track_id])
+    await services.catalogue.delete([track_id])
     services.finals.forget(track_id)
     return Response(status_code=204)

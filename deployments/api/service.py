@@ -26,7 +26,7 @@ _HEALTH_SCHEMA: dict[str, Any] = {
 @router.get("/v1/stats", response_model=dict[str, Any])
 async def stats(services: ServicesDep) -> dict[str, Any]:
     """Counts by status, bytes per day, top prompts, and the job queue's depth."""
-    result = await services.catalogue.stats.remote()
+    result = await services.catalogue.stats()
     depth: int = await services.queue.depth()
     metrics.set_queue_depth("jobs", depth)
     return {**result.model_dump(mode="json"), "queue_depth": depth}

@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
+from storage.catalogue.client import CatalogueClient
 from storage.sidecar import FINAL_STATUSES
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,7 @@ Status = tuple[str, float | None]
 class StatusWatcher:
     """Shared polling of job statuses for one ingress replica."""
 
-    def __init__(self, catalogue: Any, interval_s: float = 0.2) -> None:
+    def __init__(self, catalogue: CatalogueClient, interval_s: float = 0.2) -> None:
         self.catalogue = catalogue
         self.interval_s = interval_s
         self._queues: dict[str, set[asyncio.Queue[Status]]] = {}
@@ -71,7 +71,7 @@ class StatusWatcher:
             await asyncio.sleep(self.interval_s)
             ids = list(self._queues)
             try:
-                statuses: dict[str, Status] = await self.catalogue.statuses.remote(ids)
+                statuses: dict[str, Status] = await self.catalogue.statuses(ids)
             except Exception as exc:  # owner restarting: the next tick tries again
                 log.info("status watch: %s", type(exc).__name__)
                 continue

@@ -6,7 +6,7 @@ before), and when it is locked by the service goes through the service's owner a
 its Ray cluster is the one ``--ray-address`` names (``verify``), else the cluster of the
 process holding the file (``ray_session.service_ray_address``), else ``RAY_ADDRESS``, else
 the local cluster Ray finds. Attaching handles Ray's token auth (no ``RAY_AUTH_MODE=token``
-to export). Either way the command gets a ``CatalogueAccess``: the file's ``JobCatalogue`` or
+to export). Either way the command gets a ``CatalogueAccess``: the file's ``Catalogue`` or
 an ``OwnerCatalogue``.
 
 A file locked by something that is not a musicfn service (another ``musicfn`` command, a
@@ -27,11 +27,11 @@ import pyarrow as pa
 from musicfn.errors import CatalogueError, CatalogueLockedError
 from musicfn.settings import Settings
 from musicfn_cli.commands.ray_session import lock_holder_pid, ray_address_of, service_ray_address
-from storage.catalogue import CatalogueStats
-from storage.catalogue_actor import OwnerClient, connect_owner
-from storage.catalogue_events import EventRecord
-from storage.catalogue_jobs import JobCatalogue
-from storage.catalogue_queries import TrackPage, TrackQuery
+from storage.catalogue.actor import OwnerClient, connect_owner
+from storage.catalogue.events import EventRecord
+from storage.catalogue.queries import TrackPage, TrackQuery
+from storage.catalogue.store import Catalogue
+from storage.catalogue.tracks import CatalogueStats
 from storage.jobs_schema import JobRecord
 from storage.keys import utc_now
 
@@ -43,7 +43,7 @@ _PRUNE_PAGE = 10_000  # rows per page when the owner client looks for rows to pr
 
 class CatalogueAccess(Protocol):
     """What the catalogue commands (ls, stats, reindex, cleanup, verify) need of a catalogue:
-    ``storage.catalogue_jobs.JobCatalogue`` itself, or ``OwnerCatalogue``."""
+    ``storage.catalogue.store.Catalogue`` itself, or ``OwnerCatalogue``."""
 
     def list_tracks(self, query: TrackQuery | None = None) -> TrackPage:
         """A page of tracks, newest first, with the next page's cursor."""
@@ -92,28 +92,27 @@ class OwnerCatalogue:
 
     def list_tracks(self, query: TrackQuery | None = None) -> TrackPage:
         """A page of tracks from the owner."""
-        return self.client.list_tracks(query)
+        return self.client.run(self.client.catalogue.list_tracks(query))
 
     def stats(self, top: int = 10) -> CatalogueStats:
         """The owner's statistics."""
-        stats: CatalogueStats = self.client.call("stats", top)
-        return stats
+        return self.client.run(self.client.catalogue.stats(top))
 
     def delete(self, track_ids: Iterable[str]) -> int:
         """Remove rows by id through the owner."""
-        return int(self.client.call("delete", list(track_ids)))
+        return self.client.run(self.client.catalogue.delete(list(track_ids)))
 
     def upsert_table(self, table: pa.Table) -> int:
         """Upsert rows through the owner."""
-        return int(self.client.call("upsert_table", table))
+        return self.client.run(self.client.catalogue.upsert_table(table))
 
     def record_events(self, events: Iterable[EventRecord]) -> int:
         """Record trigger events through the owner."""
-        return int(self.client.call("record_events", list(events)))
+        return self.client.run(self.client.catalogue.record_events(list(events)))
 
     def rebuild_prompts(self) -> None:
         """Recompute prompt usage in the owner."""
-        self.client.call("rebuild_prompts")
+        self.client.run(self.client.catalogue.rebuild_prompts())
 
     def prune_completed(self, keep_ids: set[str]) -> int:
         """Delete completed rows not in ``keep_ids`` that were completed before this client
@@ -131,11 +130,11 @@ class OwnerCatalogue:
 
     def checkpoint(self) -> None:
         """Checkpoint the owner's file."""
-        self.client.call("checkpoint")
+        self.client.run(self.client.catalogue.checkpoint())
 
     def stale_jobs(self, older_than_s: float) -> list[JobRecord]:
         """Stranded jobs, from the owner."""
-        return list(self.client.stale_jobs(older_than_s))
+        return self.client.run(self.client.catalogue.stale_jobs(older_than_s))
 
     def close(self) -> None:
         """Disconnect from Ray if connecting was done for this client."""
@@ -164,7 +163,7 @@ def open_catalogue_access(settings: Settings, *, mode: CatalogueMode = "auto",
                          service_ray_address(settings.catalogue_file))
     else:
         try:
-            catalogue = JobCatalogue(settings.catalogue_file,
+            catalogue = Catalogue(settings.catalogue_file,
                                      checkpoint_mb=settings.catalogue_checkpoint_mb)
         except CatalogueLockedError as locked:
             if mode == "file":

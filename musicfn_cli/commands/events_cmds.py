@@ -101,16 +101,14 @@ def cmd_process(args: argparse.Namespace) -> int:
                           file=sys.stderr)
 
         async def main() -> Any:
-            import ray
-
-            ray.get(catalogue.save_batch.remote(batch))
+            await catalogue.save_batch(batch)
             await runner.queue.submit([batch_job(runner.queue, batch, prefix)])
             jobs = await run_until_done(runner, [batch.id], parent_id=batch.id,
                                         on_progress=step)
             job = next(j for j in jobs if j.id == batch.id)
             items = [j for j in jobs if j.parent_id == batch.id]
             final = batch_progress(batch, job, items)
-            ray.get(catalogue.save_batch.remote(final))
+            await catalogue.save_batch(final)
             return final
 
         final = asyncio.run(main())

@@ -6,7 +6,7 @@ Which cluster: **the cluster of the service that holds this data dir's catalogue
 its cluster's GCS), else ``RAY_ADDRESS``, else the local cluster Ray finds itself. So a
 machine running several Ray clusters still attaches to the right one.
 
-Attaching handles Ray's token auth itself (``storage.catalogue_actor.reachable_ray_address``):
+Attaching handles Ray's token auth itself (``storage.ray_attach.reachable_ray_address``):
 no ``RAY_AUTH_MODE=token`` needs exporting, and a refused or missing token fails at once with
 ConfigurationError ``ray_auth_failed`` instead of a local cluster being started.
 """
@@ -20,19 +20,16 @@ from typing import Any
 
 from musicfn.errors import ConfigurationError
 from musicfn.settings import Settings
-from storage.catalogue_actor import (
-    RAY_AUTH_FAILED,
-    catalogue_actor,
-    keep_ray_on_loopback,
-    reachable_ray_address,
-)
+from storage.catalogue.actor import catalogue_client
+from storage.catalogue.client import CatalogueClient
+from storage.ray_attach import RAY_AUTH_FAILED, keep_ray_on_loopback, reachable_ray_address
 
 
 def loopback_ray_options() -> dict[str, Any]:
     """``ray.init`` options for a new cluster on this machine only, listening on loopback
     where Ray 2.60 allows it (none when ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=1`` is set).
 
-    With the node address 127.0.0.1 (``storage.catalogue_actor.keep_ray_on_loopback``) the
+    With the node address 127.0.0.1 (``storage.ray_attach.keep_ray_on_loopback``) the
     GCS, raylet, workers' gRPC servers, the dashboard agent (HTTP, gRPC, Prometheus export),
     the runtime-env agent and the dashboard head's and autoscaler's metrics servers bind
     127.0.0.1. Ray Serve's per-replica gRPC server binds ``[::]`` whatever the options
@@ -71,11 +68,11 @@ def connect(settings: Settings) -> bool:
     return True
 
 
-def catalogue(settings: Settings) -> Any:
-    """The catalogue owner actor of ``settings``' file (created if the cluster has none)."""
-    return catalogue_actor(settings.catalogue_file, namespace=settings.ray_namespace,
-                           checkpoint_mb=settings.catalogue_checkpoint_mb, detached=False,
-                           settings=settings)
+def catalogue(settings: Settings) -> CatalogueClient:
+    """The catalogue owner of ``settings``' file (created if the cluster has none)."""
+    return catalogue_client(settings.catalogue_file, namespace=settings.ray_namespace,
+                            checkpoint_mb=settings.catalogue_checkpoint_mb, detached=False,
+                            settings=settings)
 
 
 _PID_RE = re.compile(r"\bPID (\d+)\b")

@@ -47,7 +47,7 @@ def start_catalogue_owner(settings: Settings) -> None:
     instead of after the replicas' imports; wait until it is up (at most 120 s)."""
     import ray
 
-    from storage.catalogue_actor import catalogue_actor
+    from storage.catalogue.actor import catalogue_actor
 
     owner = catalogue_actor(settings.catalogue_file, detached=True,
                             checkpoint_mb=settings.catalogue_checkpoint_mb,

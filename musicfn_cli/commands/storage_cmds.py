@@ -19,7 +19,7 @@ from musicfn.settings import get_settings
 from musicfn.validation import as_request_error
 from musicfn_cli.commands.catalogue_access import open_catalogue_access
 from storage.backends import open_storage
-from storage.catalogue_queries import TrackQuery
+from storage.catalogue.queries import TrackQuery
 from storage.embedded_s3 import EmbeddedS3
 from storage.reindex import cleanup_older_than, cleanup_orphans, reindex
 from storage.sidecar import Sidecar

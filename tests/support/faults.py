@@ -19,8 +19,9 @@ from typing import Any
 import httpx
 
 from musicfn.settings import Settings
-from storage.catalogue_actor import OwnerClient, owner_name
-from storage.catalogue_queries import TrackQuery
+from musicfn_cli.commands.catalogue_access import OwnerCatalogue
+from storage.catalogue.actor import OwnerClient, owner_name
+from storage.catalogue.queries import TrackQuery
 from storage.objects import ObjectStore
 from storage.sidecar import Sidecar
 from storage.verify import VerifyReport, verify
@@ -159,7 +160,8 @@ def wait_until(condition: Callable[[], bool], what: str, timeout_s: float = 180)
 
 
 def catalogue_rows(app: App) -> dict[str, Sidecar]:
-    page = OwnerClient(app.owner()).list_tracks(TrackQuery(limit=10_000))
+    owner = OwnerClient(app.owner())
+    page = owner.run(owner.catalogue.list_tracks(TrackQuery(limit=10_000)))
     assert page.next_cursor is None
     return {sc.id: sc for sc in page.items}
 
@@ -173,7 +175,7 @@ def assert_nothing_lost(app: App) -> VerifyReport:
     rows = catalogue_rows(app)
     completed = {i for i, sc in rows.items() if sc.status == "completed"}
     assert audio == sidecars == completed, (audio ^ completed, sidecars ^ completed)
-    report = verify(app.objects, OwnerClient(app.owner()), app.settings)
+    report = verify(app.objects, OwnerCatalogue(OwnerClient(app.owner())), app.settings)
     assert report.ok, report.problems
     return report
 

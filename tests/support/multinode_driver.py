@@ -56,7 +56,7 @@ def placement() -> dict[str, Any]:
     import ray
     from ray.serve.context import _get_global_client
 
-    from storage.catalogue_actor import find_owner
+    from storage.catalogue.actor import find_owner
 
     settings = get_settings()
     nodes = _alive_nodes()
@@ -101,7 +101,7 @@ def deploy(address: str, config_path: Path, http_port: int) -> dict[str, Any]:
     """Create the catalogue owner pinned to the head, deploy the config, say where
     everything landed."""
     from deployments.serve_config import deploy_config
-    from storage.catalogue_actor import catalogue_actor
+    from storage.catalogue.actor import catalogue_actor
 
     _connect(address)
     settings = get_settings()

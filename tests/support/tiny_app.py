@@ -32,7 +32,7 @@ class TinyApp:
         """The catalogue owner actor (read the jobs table through it)."""
         import ray
 
-        from storage.catalogue_actor import owner_name
+        from storage.catalogue.actor import owner_name
 
         return ray.get_actor(owner_name(self.settings.catalogue_file),
                              namespace=self.settings.ray_namespace)

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from musicfn.errors import InvalidKeyError, InvalidRequestError
-from storage.catalogue_schema import naive_utc
+from storage.catalogue.schema import naive_utc
 from storage.keys import validate_id
 from storage.sidecar import Mode, Sidecar, TrackKind, TrackStatus
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel
 
 from musicfn.errors import MusicfnError
 from musicfn.settings import Settings
-from storage.catalogue_jobs import JobCatalogue
+from storage.catalogue.store import Catalogue
 from storage.jobs_schema import Enqueued, JobRecord
 from storage.sidecar import Sidecar
 
@@ -65,8 +65,8 @@ class RebuildStatus(BaseModel):
     last_error: str | None = None
 
 
-class CatalogueOwner(JobCatalogue):
-    """A ``JobCatalogue`` that re-creates its file when it disappears and refills it.
+class CatalogueOwner(Catalogue):
+    """A ``Catalogue`` that re-creates its file when it disappears and refills it.
 
     ``settings`` (S3 endpoint, bucket, prefixes) enables reconciliation with the bucket;
     without it a lost file is still re-created from what the open connection holds.
@@ -99,7 +99,7 @@ class CatalogueOwner(JobCatalogue):
         Returns True when the file was re-created.
         """
         rebuilt = False
-        with self._lock:
+        with self.db.lock:
             current = file_identity(self.path)
             if current != self._identity:
                 reason = "file deleted" if current is None else "file replaced"
@@ -116,7 +116,7 @@ class CatalogueOwner(JobCatalogue):
     def checkpoint(self) -> None:
         """As ``Catalogue.checkpoint``, after making sure the open file is still the one
         at the path (a reconnect to a deleted path would drop what the old file held)."""
-        with self._lock:
+        with self.db.lock:
             if file_identity(self.path) != self._identity:
                 self._recreate("file deleted (seen at checkpoint)")
             super().checkpoint()
@@ -145,24 +145,24 @@ class CatalogueOwner(JobCatalogue):
         salvaged: int | None = None
         try:
             try:
-                self._con.execute("CHECKPOINT")
-                salvaged = int((self._one("SELECT count(*) FROM tracks") or (0,))[0])
-                self._con.execute(f"EXPORT DATABASE '{_sql_path(export_dir)}' (FORMAT PARQUET)")
+                self.db.con.execute("CHECKPOINT")
+                salvaged = int((self.db.one("SELECT count(*) FROM tracks") or (0,))[0])
+                self.db.con.execute(f"EXPORT DATABASE '{_sql_path(export_dir)}' (FORMAT PARQUET)")
             except Exception as exc:  # the old file is unreadable too: the bucket must do
                 log.error("could not salvage the open catalogue: %s", exc)
                 salvaged = None
             with contextlib.suppress(Exception):
-                self._con.close()
+                self.db.con.close()
             fresh = not self.path.exists()
             if fresh:
                 wal = self.path.with_name(self.path.name + ".wal")
                 if wal.exists():  # a WAL without its database: never replay it onto a new one
                     wal.rename(wal.with_name(f"{wal.name}.stale-{int(time.time())}"))
-            self._con = self._connect()
+            self.db.con = self.db.connect()
             if fresh and salvaged is not None:
-                self._con.execute(f"IMPORT DATABASE '{_sql_path(export_dir)}'")
-            self._migrate()
-            self._con.execute("CHECKPOINT")
+                self.db.con.execute(f"IMPORT DATABASE '{_sql_path(export_dir)}'")
+            self.db.migrate()
+            self.db.con.execute("CHECKPOINT")
         finally:
             shutil.rmtree(export_dir, ignore_errors=True)
         self._identity = file_identity(self.path)
@@ -204,7 +204,7 @@ def accepting_owner_class() -> type[CatalogueOwner]:
     Accepting work (a webhook's events, a generation) is one short transaction, but in the
     default group it would wait behind every processing write queued before it (claims,
     completions, leases of a burst). In ``ACCEPT_GROUP`` it only waits for the connection
-    lock (the one transaction running now). Every method holds ``self._lock`` around the
+    lock (the one transaction running now). Every method holds ``self.db.lock`` around the
     connection, so two threads never use it at once.
     """
     import ray
@@ -215,7 +215,7 @@ def accepting_owner_class() -> type[CatalogueOwner]:
                     tracks: Sequence[Sidecar] = (),
                     max_depth: int | None = None,
                     idempotency: tuple[str, str] | None = None) -> list[Enqueued]:
-            """``JobCatalogue.enqueue``, in the accept group."""
+            """``Catalogue.enqueue``, in the accept group."""
             return super().enqueue(jobs, tracks=tracks, max_depth=max_depth,
                                    idempotency=idempotency)
 

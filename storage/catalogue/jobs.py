@@ -27,15 +27,17 @@ from typing import Any
 from pydantic import BaseModel
 
 from musicfn.errors import ConflictError, EngineOverloadedError, NotFoundError
-from storage.catalogue import Catalogue
-from storage.catalogue_schema import naive_utc
+from storage.catalogue.database import Database
+from storage.catalogue.idempotency import IdempotencyKeys
+from storage.catalogue.job_reads import JobReads
+from storage.catalogue.schema import naive_utc
+from storage.catalogue.tracks import TrackTable
 from storage.jobs_schema import (
     COLUMNS,
     Enqueued,
     HeartbeatReply,
     JobOutcome,
     JobRecord,
-    JobView,
     Lease,
     job_from_row,
 )
@@ -54,8 +56,15 @@ class FinishRequest(BaseModel):
     track: Sidecar | None = None
 
 
-class JobCatalogue(Catalogue):
-    """The catalogue with its job queue (see the module docstring)."""
+class JobTable:
+    """The job queue's writes (see the module docstring); reads are ``JobReads``."""
+
+    def __init__(self, db: Database, tracks: TrackTable, reads: JobReads,
+                 idempotency: IdempotencyKeys) -> None:
+        self.db = db
+        self.tracks = tracks
+        self.reads = reads
+        self.idempotency = idempotency
 
     def enqueue(self, jobs: Sequence[JobRecord], *, tracks: Sequence[Sidecar] = (),
                 max_depth: int | None = None,
@@ -69,15 +78,15 @@ class JobCatalogue(Catalogue):
         (``queue_full``) when more than ``max_depth`` jobs would be unfinished.
         """
         now = naive_utc(utc_now())
-        with self._lock, self._transaction():
+        with self.db.lock, self.db.transaction():
             if idempotency is not None and jobs:
-                owner = self._claim_idempotency_key(*idempotency, jobs[0].id)
+                owner = self.idempotency.claim_in_transaction(*idempotency, jobs[0].id)
                 if owner != jobs[0].id:
                     return [Enqueued(job_id=owner, created=False)]
             out: list[Enqueued] = []
             fresh: list[JobRecord] = []
             keys = [j.dedupe_key for j in jobs if j.dedupe_key is not None]
-            seen: dict[str, str] = dict(self._con.execute(  # dedupe key -> job id
+            seen: dict[str, str] = dict(self.db.con.execute(  # dedupe key -> job id
                 "SELECT dedupe_key, id FROM jobs WHERE dedupe_key IN (SELECT unnest(?))",
                 [keys]).fetchall()) if keys else {}
             for job in jobs:
@@ -90,13 +99,13 @@ class JobCatalogue(Catalogue):
                 if job.dedupe_key is not None:
                     seen[job.dedupe_key] = job.id
             if fresh and max_depth is not None:
-                depth = self._depth()
+                depth = self.reads.depth_in_transaction()
                 if depth + len(fresh) > max_depth:
                     raise EngineOverloadedError(
                         f"{depth} jobs queued or running (limit {max_depth}); retry later",
                         code="queue_full")
             if fresh:  # one statement for the whole batch (column lists, unnested)
-                self._con.execute(
+                self.db.con.execute(
                     f"INSERT INTO jobs ({COLUMNS}) SELECT unnest(?), unnest(?), "
                     "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?), 'queued', NULL, 0, "
                     "unnest(?), NULL, NULL, unnest(?), false, NULL, NULL, NULL, unnest(?), "
@@ -109,9 +118,9 @@ class JobCatalogue(Catalogue):
             fresh_ids = {j.id for j in fresh}
             accepted = [t for t in tracks if t.id in fresh_ids]
             for track in accepted:
-                self._put_track(track)
+                self.tracks.put_in_transaction(track)
             for prompt in (t.prompt for t in accepted if t.prompt):  # usage analytics
-                self._con.execute(
+                self.db.con.execute(
                     "INSERT INTO prompts VALUES (?, 1, ?, ?) ON CONFLICT (text) DO UPDATE SET "
                     "used_count = prompts.used_count + 1, last_used = excluded.last_used",
                     [prompt, now, now])
@@ -125,8 +134,8 @@ class JobCatalogue(Catalogue):
         expires_at = now + timedelta(seconds=lease_s)
         expires = naive_utc(expires_at)
         out = Lease()
-        with self._lock, self._transaction():
-            rows = self._con.execute(
+        with self.db.lock, self.db.transaction():
+            rows = self.db.con.execute(
                 f"SELECT {COLUMNS} FROM jobs WHERE state <> 'done' AND not_before <= ? "  # noqa: S608
                 "AND (state = 'queued' OR lease_expires_at < ?) AND kind IN (SELECT unnest(?)) "
                 "ORDER BY created_at, id LIMIT ?",
@@ -137,7 +146,7 @@ class JobCatalogue(Catalogue):
                     self._end(job, "canceled", None, None, naive_now)
             taken = [j for j in jobs if not j.cancel_requested]
             if taken:  # one statement for the whole lease
-                self._con.execute(
+                self.db.con.execute(
                     "UPDATE jobs SET state = 'running', lease_holder = ?, lease_expires_at = ?, "
                     "attempts = attempts + 1, started_at = coalesce(started_at, ?), "
                     "updated_at = ? WHERE id IN (SELECT unnest(?))",
@@ -150,7 +159,7 @@ class JobCatalogue(Catalogue):
                     out.exhausted.append(leased)
                     continue
                 if job.kind == "generation":
-                    self._track_status(job.id, "processing")
+                    self.tracks.set_status_in_transaction(job.id, "processing")
                 out.run.append(leased)
         return out
 
@@ -163,8 +172,8 @@ class JobCatalogue(Catalogue):
             return reply
         now = utc_now()
         expires = naive_utc(now + timedelta(seconds=lease_s))
-        with self._lock, self._transaction():
-            rows = self._con.execute(
+        with self.db.lock, self.db.transaction():
+            rows = self.db.con.execute(
                 "SELECT id, lease_holder, state, cancel_requested FROM jobs "
                 "WHERE id IN (SELECT unnest(?))", [ids]).fetchall()
             mine = []
@@ -177,7 +186,7 @@ class JobCatalogue(Catalogue):
                 mine.append(job_id)
             reply.lost += [i for i in ids if i not in {r[0] for r in rows}]
             for job_id in mine:
-                self._con.execute(
+                self.db.con.execute(
                     "UPDATE jobs SET lease_expires_at = ?, progress = coalesce(?, progress), "
                     "updated_at = ? WHERE id = ?",
                     [expires, progress.get(job_id), naive_utc(now), job_id])
@@ -198,8 +207,8 @@ class JobCatalogue(Catalogue):
     def finish_many(self, requests: Sequence[FinishRequest]) -> list[JobOutcome | None]:
         """``finish`` for each request, in one transaction."""
         now = naive_utc(utc_now())
-        with self._lock, self._transaction():
-            rows = self._con.execute(
+        with self.db.lock, self.db.transaction():
+            rows = self.db.con.execute(
                 f"SELECT {COLUMNS} FROM jobs WHERE id IN (SELECT unnest(?))",  # noqa: S608
                 [list({r.job_id for r in requests})]).fetchall()
             current = {job.id: job for job in map(job_from_row, rows)}
@@ -228,11 +237,11 @@ class JobCatalogue(Catalogue):
     def retry_later(self, job_id: str, holder: str, delay_s: float, error: ErrorInfo) -> bool:
         """Give a held job back to the queue, runnable again after ``delay_s``."""
         now = utc_now()
-        with self._lock, self._transaction():
-            row = self._one("SELECT lease_holder, state FROM jobs WHERE id = ?", [job_id])
+        with self.db.lock, self.db.transaction():
+            row = self.db.one("SELECT lease_holder, state FROM jobs WHERE id = ?", [job_id])
             if row is None or row[0] != holder or row[1] != "running":
                 return False
-            self._con.execute(
+            self.db.con.execute(
                 "UPDATE jobs SET state = 'queued', lease_holder = NULL, lease_expires_at = NULL, "
                 "not_before = ?, error = ?, updated_at = ? WHERE id = ?",
                 [naive_utc(now + timedelta(seconds=delay_s)), error.model_dump_json(),
@@ -243,7 +252,7 @@ class JobCatalogue(Catalogue):
         """Cancel a job: a queued one ends ``canceled`` now; a running one is asked to stop
         (its runner ends it). ConflictError for a finished job."""
         now = naive_utc(utc_now())
-        with self._lock, self._transaction():
+        with self.db.lock, self.db.transaction():
             job = self._job_for_update(job_id)
             if job.state == "done":
                 raise ConflictError(f"job {job_id} already ended {job.outcome}",
@@ -251,92 +260,31 @@ class JobCatalogue(Catalogue):
             if job.state == "queued":
                 self._end(job, "canceled", None, None, now)
                 return job.model_copy(update={"state": "done", "outcome": "canceled"})
-            self._con.execute("UPDATE jobs SET cancel_requested = true, updated_at = ? "
+            self.db.con.execute("UPDATE jobs SET cancel_requested = true, updated_at = ? "
                               "WHERE id = ?", [now, job_id])
             return job.model_copy(update={"cancel_requested": True})
 
     def record_delivery(self, job_id: str, delivery: dict[str, Any]) -> None:
         """Add one callback delivery's outcome to the job's ``result.deliveries``."""
-        with self._lock, self._transaction():
-            raw = self._scalar("SELECT result FROM jobs WHERE id = ?", [job_id])
+        with self.db.lock, self.db.transaction():
+            raw = self.db.scalar("SELECT result FROM jobs WHERE id = ?", [job_id])
             result = json.loads(raw) if raw else {}
             result.setdefault("deliveries", []).append(delivery)
-            self._con.execute("UPDATE jobs SET result = ? WHERE id = ?",
+            self.db.con.execute("UPDATE jobs SET result = ? WHERE id = ?",
                               [json.dumps(result), job_id])
-
-    def view(self, track_id: str) -> JobView | None:
-        """A track and its job (None when there is no such track)."""
-        with self._lock:
-            doc = self._scalar("SELECT doc FROM tracks WHERE id = ?", [track_id])
-            row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?",  # noqa: S608
-                            [track_id])
-        if doc is None:
-            return None
-        return JobView(track=Sidecar.from_json(doc), job=None if row is None else job_from_row(row))
-
-    def statuses(self, track_ids: Sequence[str]) -> dict[str, tuple[str, float | None]]:
-        """(status, progress) of each known track, in one query (for watchers)."""
-        if not track_ids:
-            return {}
-        with self._lock:
-            rows = self._con.execute(
-                "SELECT t.id, t.status, j.progress FROM tracks t LEFT JOIN jobs j "
-                "ON j.id = t.id WHERE t.id IN (SELECT unnest(?))", [list(track_ids)]).fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
-
-    def job(self, job_id: str) -> JobRecord | None:
-        """One job, or None."""
-        with self._lock:
-            row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
-        return None if row is None else job_from_row(row)
-
-    def jobs_of(self, parent_id: str) -> list[JobRecord]:
-        """The jobs a batch (``parent_id``) spawned."""
-        with self._lock:
-            rows = self._con.execute(f"SELECT {COLUMNS} FROM jobs WHERE parent_id = ? "  # noqa: S608
-                                     "ORDER BY id", [parent_id]).fetchall()
-        return [job_from_row(r) for r in rows]
-
-    def queue_depth(self) -> int:
-        """Jobs queued or running, over every replica and runner."""
-        with self._lock:
-            return self._depth()
-
-    def stale_jobs(self, older_than_s: float) -> list[JobRecord]:
-        """Unfinished jobs no runner is taking care of (for ``musicfn verify``): running ones
-        whose lease expired more than ``older_than_s`` ago, and, when no lease is live at all
-        (no runner working), queued ones runnable for longer than that."""
-        now = utc_now()
-        cutoff = naive_utc(now - timedelta(seconds=older_than_s))
-        with self._lock:
-            rows = self._con.execute(
-                f"SELECT {COLUMNS} FROM jobs WHERE "  # noqa: S608
-                "(state = 'running' AND lease_expires_at < ?) OR "
-                "(state = 'queued' AND not_before < ? AND NOT EXISTS (SELECT 1 FROM jobs "
-                "WHERE state = 'running' AND lease_expires_at >= ?)) ORDER BY id",
-                [cutoff, cutoff, naive_utc(now)]).fetchall()
-        return [job_from_row(r) for r in rows]
 
     # -- internals (lock and transaction held) ---------------------------------------------
 
     def _job_for_update(self, job_id: str) -> JobRecord:
-        row = self._one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
+        row = self.db.one(f"SELECT {COLUMNS} FROM jobs WHERE id = ?", [job_id])  # noqa: S608
         if row is None:
             raise NotFoundError(f"no job {job_id}")
         return job_from_row(row)
 
-    def _scalar(self, sql: str, params: list[Any]) -> Any:
-        row = self._one(sql, params)
-        return None if row is None else row[0]
-
-    def _depth(self) -> int:
-        row = self._one("SELECT count(*) FROM jobs WHERE state <> 'done'")
-        return int(row[0]) if row else 0
-
     def _end(self, job: JobRecord, outcome: JobOutcome, result: dict[str, Any] | None,
              error: ErrorInfo | None, now: datetime | None, *,
              track: Sidecar | None = None) -> None:
-        self._con.execute(
+        self.db.con.execute(
             "UPDATE jobs SET state = 'done', outcome = ?, result = ?, error = ?, "
             "lease_expires_at = NULL, updated_at = ?, "
             "progress = CASE WHEN ? = 'completed' THEN 1.0 ELSE progress END WHERE id = ?",
@@ -345,27 +293,10 @@ class JobCatalogue(Catalogue):
         if job.kind != "generation":
             return
         if track is not None:
-            self._put_track(track)
+            self.tracks.put_in_transaction(track)
         else:
             status = "completed" if outcome == "completed" else outcome
-            self._track_status(job.id, status, error=error)
-
-    def _put_track(self, track: Sidecar) -> None:
-        self._con.execute("DELETE FROM tracks WHERE id = ?", [track.id])
-        self._insert_track(track)
-
-    def _track_status(self, track_id: str, status: str,
-                      error: ErrorInfo | None = None) -> None:
-        row = self._one("SELECT doc FROM tracks WHERE id = ?", [track_id])
-        if row is None:
-            return
-        current = Sidecar.from_json(row[0])
-        if current.status in ("completed", "canceled"):
-            return
-        update: dict[str, Any] = {"status": status}
-        if error is not None:
-            update["error"] = error
-        self._put_track(current.model_copy(update=update))
+            self.tracks.set_status_in_transaction(job.id, status, error=error)
 
 
-__all__ = ["JobCatalogue"]
+__all__ = ["FinishRequest", "JobTable"]

@@ -16,9 +16,9 @@ import duckdb
 import pyarrow as pa
 from pydantic import BaseModel
 
-from musicfn.errors import CatalogueError, ConflictError, NotFoundError
-from storage.catalogue_db import CatalogueConnection
-from storage.catalogue_schema import (
+from musicfn.errors import CatalogueError, NotFoundError
+from storage.catalogue.database import Database
+from storage.catalogue.schema import (
     TRACK_COLUMNS,
     TRACK_SCHEMA,
     UPSERT_TRACKS_SQL,
@@ -112,8 +112,11 @@ def _decide(r: ClaimRequest, current: EventRecord | None, now: datetime) -> Even
         status="processing", track_id=track_id, processed_at=now))
 
 
-class EventLogMixin(CatalogueConnection):
+class EventLog:
     """Event idempotency records, named cursors (the poller's) and batch progress."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     def record_event(self, event: EventRecord) -> None:
         """Insert or replace one event record."""
@@ -123,7 +126,7 @@ class EventLogMixin(CatalogueConnection):
         """Insert or replace event records in one transaction; returns how many."""
         rows = _event_rows(events)
         if rows:
-            with self._lock, self._transaction():
+            with self.db.lock, self.db.transaction():
                 self._insert_events(rows)
         return len(rows)
 
@@ -140,9 +143,9 @@ class EventLogMixin(CatalogueConnection):
         written = 0 if table is None else int(table.num_rows)
         if not written and not rows:
             return 0
-        with self._lock:
+        with self.db.lock:
             if written:
-                self._con.register("_batch", table)
+                self.db.con.register("_batch", table)
             try:
                 try:  # new tracks (the usual case): a plain INSERT, planned ~4 ms faster
                     self._write_uploads(INSERT_TRACKS_SQL if written else None, rows)
@@ -152,13 +155,13 @@ class EventLogMixin(CatalogueConnection):
                     self._write_uploads(UPSERT_TRACKS_SQL, rows)  # a re-driven event's row
             finally:
                 if written:
-                    self._con.unregister("_batch")
+                    self.db.con.unregister("_batch")
         return written
 
     def _write_uploads(self, tracks_sql: str | None, rows: list[list[object]]) -> None:
-        with self._transaction():
+        with self.db.transaction():
             if tracks_sql is not None:
-                self._con.execute(tracks_sql)
+                self.db.con.execute(tracks_sql)
             self._insert_events(rows)
 
     def _insert_events(self, rows: list[list[object]]) -> None:
@@ -167,15 +170,15 @@ class EventLogMixin(CatalogueConnection):
         rows = list({tuple(r[:4]): r for r in rows}.values())
         for i in range(0, len(rows), 500):
             chunk = rows[i : i + 500]
-            self._con.execute(
+            self.db.con.execute(
                 f"INSERT OR REPLACE INTO processed_events ({_EVENT_COLUMNS}) VALUES "  # noqa: S608
                 + ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(chunk)),
                 [value for row in chunk for value in row])
 
     def get_event(self, bucket: str, key: str, etag: str,
                   version_id: str = "") -> EventRecord | None:
-        with self._lock:
-            row = self._one(
+        with self.db.lock:
+            row = self.db.one(
                 f"SELECT {_EVENT_COLUMNS} FROM processed_events WHERE bucket = ? "  # noqa: S608
                 "AND key = ? AND etag = ? AND version_id = ?", [bucket, key, etag, version_id])
         return None if row is None else _event(row)
@@ -199,8 +202,8 @@ class EventLogMixin(CatalogueConnection):
         if not requests:
             return []
         now = utc_now()
-        with self._lock, self._transaction():
-            rows = self._con.execute(
+        with self.db.lock, self.db.transaction():
+            rows = self.db.con.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM processed_events p JOIN (SELECT "  # noqa: S608
                 "unnest(?) AS b, unnest(?) AS k, unnest(?) AS e, unnest(?) AS v) r "
                 "ON p.bucket = r.b AND p.key = r.k AND p.etag = r.e AND p.version_id = r.v",
@@ -223,8 +226,8 @@ class EventLogMixin(CatalogueConnection):
             return set()
         keys = [k for k, _ in objects]
         etags = [e for _, e in objects]
-        with self._lock:
-            rows = self._con.execute(
+        with self.db.lock:
+            rows = self.db.con.execute(
                 "SELECT p.key FROM processed_events p JOIN "
                 "(SELECT unnest(?) AS key, unnest(?) AS etag) o "
                 "ON p.key = o.key AND p.etag = o.etag "
@@ -236,37 +239,30 @@ class EventLogMixin(CatalogueConnection):
                     limit: int = 100) -> list[EventRecord]:
         """Event records, newest first."""
         where, params = ("WHERE status = ?", [status]) if status else ("", [])
-        with self._lock:
-            rows = self._con.execute(
+        with self.db.lock:
+            rows = self.db.con.execute(
                 f"SELECT {_EVENT_COLUMNS} FROM processed_events {where} "  # noqa: S608
                 "ORDER BY processed_at DESC LIMIT ?", [*params, limit]).fetchall()
         return [_event(r) for r in rows]
 
-    def tracks_by_source(self, source_key: str) -> list[Sidecar]:
-        """Tracks processed from the object at ``source_key``."""
-        with self._lock:
-            rows = self._con.execute("SELECT doc FROM tracks WHERE source_key = ?",
-                                     [source_key]).fetchall()
-        return [Sidecar.from_json(r[0]) for r in rows]
-
     # -- cursors ---------------------------------------------------------------------------
 
     def get_cursor(self, name: str) -> str | None:
-        with self._lock:
-            row = self._one("SELECT value FROM cursors WHERE name = ?", [name])
+        with self.db.lock:
+            row = self.db.one("SELECT value FROM cursors WHERE name = ?", [name])
         return None if row is None else str(row[0])
 
     def set_cursor(self, name: str, value: str) -> None:
-        with self._lock, self._transaction():
-            self._con.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
+        with self.db.lock, self.db.transaction():
+            self.db.con.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?, ?)",
                               [name, value, naive_utc(utc_now())])
 
     # -- batches ---------------------------------------------------------------------------
 
     def save_batch(self, batch: BatchRecord) -> None:
         """Insert or replace a batch's progress."""
-        with self._lock, self._transaction():
-            self._con.execute(
+        with self.db.lock, self.db.transaction():
+            self.db.con.execute(
                 "INSERT OR REPLACE INTO batches VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [batch.id, batch.source, batch.status, batch.total, batch.processed,
                  batch.skipped, batch.failed, batch.error, naive_utc(batch.created_at),
@@ -274,8 +270,8 @@ class EventLogMixin(CatalogueConnection):
 
     def get_batch(self, batch_id: str) -> BatchRecord:
         """One batch's progress; NotFoundError when unknown."""
-        with self._lock:
-            row = self._one("SELECT id, source, status, total, processed, skipped, failed, "
+        with self.db.lock:
+            row = self.db.one("SELECT id, source, status, total, processed, skipped, failed, "
                             "error, created_at, updated_at FROM batches WHERE id = ?",
                             [batch_id])
         if row is None:
@@ -284,26 +280,3 @@ class EventLogMixin(CatalogueConnection):
         return BatchRecord.model_validate({**dict(zip(names, row[:8], strict=True)),
                                            "created_at": row[8].replace(tzinfo=UTC),
                                            "updated_at": row[9].replace(tzinfo=UTC)})
-
-    # -- idempotency keys ------------------------------------------------------------------
-
-    def claim_idempotency_key(self, key: str, body_sha256: str, track_id: str) -> str:
-        """Bind ``key`` to ``track_id``, or return the track it is already bound to.
-
-        Raises ConflictError when the key was used with a different request body.
-        """
-        with self._lock, self._transaction():
-            return self._claim_idempotency_key(key, body_sha256, track_id)
-
-    def _claim_idempotency_key(self, key: str, body_sha256: str, track_id: str) -> str:
-        """``claim_idempotency_key`` inside the caller's transaction (lock held)."""
-        row = self._one("SELECT body_sha256, track_id FROM idempotency_keys WHERE key = ?",
-                        [key])
-        if row is None:
-            self._con.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
-                              [key, body_sha256, track_id, naive_utc(utc_now())])
-            return track_id
-        if row[0] != body_sha256:
-            raise ConflictError(f"Idempotency-Key {key!r} was used with a different request",
-                                code="idempotency_key_reused")
-        return str(row[1])

@@ -1,10 +1,8 @@
-"""The DuckDB catalogue and its one owner.
+"""The ``tracks`` table (one row per track, the sidecar's document and its indexed columns)
+and prompt usage.
 
-DuckDB allows a single read-write process per file, so exactly one ``Catalogue`` holds the
-connection; other processes reach it through the Ray actor in ``storage.catalogue_actor``.
 Every write is one transaction: when a method returns, its rows are durable (DuckDB's WAL).
-Connection handling lives in ``storage.catalogue_db``, trigger state in
-``storage.catalogue_events``.
+The ``*_in_transaction`` helpers write inside a transaction a caller holds (a job's end).
 """
 
 from __future__ import annotations
@@ -18,9 +16,9 @@ import pyarrow as pa
 from pydantic import BaseModel
 
 from musicfn.errors import CatalogueError, InvalidTransitionError, NotFoundError
-from storage.catalogue_events import EventLogMixin, EventRecord
-from storage.catalogue_queries import TrackPage, TrackQuery, encode_cursor, where_clause
-from storage.catalogue_schema import (
+from storage.catalogue.database import Database
+from storage.catalogue.queries import TrackPage, TrackQuery, encode_cursor, where_clause
+from storage.catalogue.schema import (
     TRACK_SCHEMA,
     UPSERT_TRACKS_SQL,
     naive_utc,
@@ -39,9 +37,6 @@ _TRANSITIONS: dict[str, set[str]] = {
 }
 
 
-__all__ = ["Catalogue", "CatalogueStats", "EventRecord"]
-
-
 class CatalogueStats(BaseModel):
     counts_by_status: dict[str, int]
     total_tracks: int
@@ -50,8 +45,11 @@ class CatalogueStats(BaseModel):
     top_prompts: list[tuple[str, int]]
 
 
-class Catalogue(EventLogMixin):
-    """Owner of one DuckDB catalogue file: upserts, lifecycle, queries and stats."""
+class TrackTable:
+    """Tracks: upserts, lifecycle, queries and stats."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -68,13 +66,13 @@ class Catalogue(EventLogMixin):
         """Upsert a prepared Arrow batch with ``TRACK_SCHEMA`` (unique ids)."""
         if table.schema != TRACK_SCHEMA:
             raise CatalogueError("batch does not match the tracks schema")
-        self._execute_with(table, UPSERT_TRACKS_SQL)
+        self.db.execute_with(table, UPSERT_TRACKS_SQL)
         return int(table.num_rows)
 
     def transition(self, track_id: str, status: TrackStatus, *,
                    error: ErrorInfo | None = None) -> Sidecar:
         """Move one row to ``status`` (pending → processing → completed | failed)."""
-        with self._lock:
+        with self.db.lock:
             current = self.get(track_id)
             if current is None:
                 raise NotFoundError(f"no track {track_id} in the catalogue")
@@ -91,24 +89,36 @@ class Catalogue(EventLogMixin):
         """Record a finished track (its sidecar is already in the bucket)."""
         if sidecar.status != "completed":
             raise InvalidTransitionError("complete() needs a sidecar with status completed")
-        with self._lock:
+        with self.db.lock:
             current = self.get(sidecar.id)
             if current is not None and "completed" not in _TRANSITIONS[current.status]:
                 raise InvalidTransitionError(
                     f"track {sidecar.id} is {current.status}; cannot become completed")
             self.upsert([sidecar])
 
-    def _insert_track(self, sc: Sidecar) -> None:
-        """Write one row inside the caller's transaction (lock held, row deleted first)."""
-        self._con.register("_batch", sidecars_table([sc]))
-        try:
-            self._con.execute(UPSERT_TRACKS_SQL)
-        finally:
-            self._con.unregister("_batch")
+    def put_in_transaction(self, sc: Sidecar) -> None:
+        """Write one row exactly as given, inside the caller's transaction (lock held)."""
+        self.db.con.execute("DELETE FROM tracks WHERE id = ?", [sc.id])
+        self.db.insert_batch(sidecars_table([sc]), UPSERT_TRACKS_SQL)
+
+    def set_status_in_transaction(self, track_id: str, status: str,
+                                  error: ErrorInfo | None = None) -> None:
+        """Move an unfinished row to ``status`` inside the caller's transaction; a completed
+        or canceled row, or a missing one, is left alone."""
+        row = self.db.one("SELECT doc FROM tracks WHERE id = ?", [track_id])
+        if row is None:
+            return
+        current = Sidecar.from_json(row[0])
+        if current.status in ("completed", "canceled"):
+            return
+        update: dict[str, Any] = {"status": status}
+        if error is not None:
+            update["error"] = error
+        self.put_in_transaction(current.model_copy(update=update))
 
     def _write_exact(self, sc: Sidecar) -> None:
         """Write one row regardless of rank (for validated explicit transitions)."""
-        self._execute_with(sidecars_table([sc]), UPSERT_TRACKS_SQL,
+        self.db.execute_with(sidecars_table([sc]), UPSERT_TRACKS_SQL,
                            before=("DELETE FROM tracks WHERE id = ?", [sc.id]))
 
     def delete(self, track_ids: Iterable[str]) -> int:
@@ -116,10 +126,10 @@ class Catalogue(EventLogMixin):
         ids = list(track_ids)
         if not ids:
             return 0
-        with self._lock, self._transaction():
-            row = self._one("SELECT count(*) FROM tracks WHERE id IN "
+        with self.db.lock, self.db.transaction():
+            row = self.db.one("SELECT count(*) FROM tracks WHERE id IN "
                                     "(SELECT unnest(?))", [ids])
-            self._con.execute("DELETE FROM tracks WHERE id IN (SELECT unnest(?))", [ids])
+            self.db.con.execute("DELETE FROM tracks WHERE id IN (SELECT unnest(?))", [ids])
         return int(row[0]) if row else 0
 
     def record_prompts(self, prompts: Iterable[str], at: datetime | None = None) -> None:
@@ -130,7 +140,7 @@ class Catalogue(EventLogMixin):
         when = naive_utc(at or utc_now())
         table = pa.table({"text": list(counts), "n": list(counts.values()),
                           "ts": [when] * len(counts)})
-        self._execute_with(
+        self.db.execute_with(
             table,
             "INSERT INTO prompts SELECT text, n, ts, ts FROM _batch "
             "ON CONFLICT (text) DO UPDATE SET "
@@ -140,16 +150,16 @@ class Catalogue(EventLogMixin):
 
     def rebuild_prompts(self) -> None:
         """Recompute prompt usage from the tracks table (after a reindex)."""
-        with self._lock, self._transaction():
-            self._con.execute("DELETE FROM prompts")
-            self._con.execute(
+        with self.db.lock, self.db.transaction():
+            self.db.con.execute("DELETE FROM prompts")
+            self.db.con.execute(
                 "INSERT INTO prompts SELECT prompt, count(*), min(created_at), max(created_at) "
                 "FROM tracks WHERE prompt IS NOT NULL AND prompt <> '' GROUP BY prompt")
 
     def prune_completed(self, keep_ids: set[str]) -> int:
         """Delete finished rows whose track is not in ``keep_ids`` (gone from the bucket)."""
-        with self._lock:
-            rows = self._con.execute(
+        with self.db.lock:
+            rows = self.db.con.execute(
                 "SELECT id FROM tracks WHERE status = 'completed'").fetchall()
         stale = [r[0] for r in rows if r[0] not in keep_ids]
         return self.delete(stale)
@@ -158,16 +168,16 @@ class Catalogue(EventLogMixin):
 
     def get(self, track_id: str) -> Sidecar | None:
         """One track by id, or None."""
-        with self._lock:
-            row = self._one("SELECT doc FROM tracks WHERE id = ?", [track_id])
+        with self.db.lock:
+            row = self.db.one("SELECT doc FROM tracks WHERE id = ?", [track_id])
         return None if row is None else Sidecar.from_json(row[0])
 
     def list_tracks(self, query: TrackQuery | None = None) -> TrackPage:
         """A page of tracks matching ``query``, newest first, with the next page's cursor."""
         q = query or TrackQuery()
         where, params = where_clause(q)
-        with self._lock:
-            rows = self._con.execute(
+        with self.db.lock:
+            rows = self.db.con.execute(
                 f"SELECT id, doc FROM tracks {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
                 [*params, q.limit + 1]).fetchall()
         more = len(rows) > q.limit
@@ -175,33 +185,40 @@ class Catalogue(EventLogMixin):
         items = [Sidecar.from_json(doc) for _, doc in rows]
         return TrackPage(items=items, next_cursor=encode_cursor(rows[-1][0]) if more else None)
 
+    def by_source(self, source_key: str) -> list[Sidecar]:
+        """Tracks processed from the object at ``source_key``."""
+        with self.db.lock:
+            rows = self.db.con.execute("SELECT doc FROM tracks WHERE source_key = ?",
+                                     [source_key]).fetchall()
+        return [Sidecar.from_json(r[0]) for r in rows]
+
     def count(self, query: TrackQuery | None = None) -> int:
         where, params = where_clause(query or TrackQuery())
-        with self._lock:
-            row = self._one(f"SELECT count(*) FROM tracks {where}",  # noqa: S608
+        with self.db.lock:
+            row = self.db.one(f"SELECT count(*) FROM tracks {where}",  # noqa: S608
                                     params)
         return int(row[0]) if row else 0
 
     def rows(self) -> list[tuple[Any, ...]]:
         """Every tracks row, sorted by id (for comparisons and exports)."""
-        with self._lock:
-            return self._con.execute("SELECT * FROM tracks ORDER BY id").fetchall()
+        with self.db.lock:
+            return self.db.con.execute("SELECT * FROM tracks ORDER BY id").fetchall()
 
     def ids(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._con.execute("SELECT id FROM tracks").fetchall()}
+        with self.db.lock:
+            return {r[0] for r in self.db.con.execute("SELECT id FROM tracks").fetchall()}
 
     def stats(self, top: int = 10) -> CatalogueStats:
         """Counts by status, bytes stored per UTC day, and the most used prompts."""
-        with self._lock:
-            by_status = dict(self._con.execute(
+        with self.db.lock:
+            by_status = dict(self.db.con.execute(
                 "SELECT status, count(*) FROM tracks GROUP BY status").fetchall())
-            total = self._one(
+            total = self.db.one(
                 "SELECT count(*), coalesce(sum(bytes), 0) FROM tracks") or (0, 0)
-            by_day = self._con.execute(
+            by_day = self.db.con.execute(
                 "SELECT strftime(created_at, '%Y-%m-%d') AS day, sum(bytes) FROM tracks "
                 "WHERE status = 'completed' GROUP BY day ORDER BY day").fetchall()
-            prompts = self._con.execute(
+            prompts = self.db.con.execute(
                 "SELECT text, used_count FROM prompts ORDER BY used_count DESC, text "
                 "LIMIT ?", [top]).fetchall()
         return CatalogueStats(
