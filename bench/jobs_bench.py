@@ -29,6 +29,7 @@ import ray
 from ray import serve
 
 from deployments.app import build_app
+from musicfn.ports import free_port_block
 from musicfn.settings import Settings
 from storage.catalogue.actor import owner_name
 from storage.embedded_s3 import EmbeddedS3
@@ -95,16 +96,17 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        s3 = EmbeddedS3(Path(tmp) / "s3", 27500, "bench", "bench-secret").start()
+        s3_port, http_port = free_port_block(5, gap=10000), free_port_block()
+        s3 = EmbeddedS3(Path(tmp) / "s3", s3_port, "bench", "bench-secret").start()
         control = Path(tmp) / "control"
         control.mkdir()
         try:
-            settings = Settings(embedded_s3_port=27500, s3_access_key="bench",
+            settings = Settings(embedded_s3_port=s3_port, s3_access_key="bench",
                                 s3_secret_key="bench-secret", data_dir=Path(tmp),
                                 job_lease_s=args.lease, ray_namespace="bench-jobs")
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                      namespace="bench-jobs")
-            serve.start(http_options={"host": "127.0.0.1", "port": 27600})
+            serve.start(http_options={"host": "127.0.0.1", "port": http_port})
             serve.run(build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.25,
                                  "max_pending_jobs": 1000,
                                  "fault_injection": {"control_dir": str(control)},
@@ -112,7 +114,7 @@ def main() -> None:
                       name="musicfn", route_prefix="/")
             serve.run(Bare.bind(), name="bare", route_prefix="/bare")  # type: ignore[attr-defined]
             owner = ray.get_actor(owner_name(settings.catalogue_file), namespace="bench-jobs")
-            run("http://127.0.0.1:27600", owner, control, args)
+            run(f"http://127.0.0.1:{http_port}", owner, control, args)
         finally:
             serve.shutdown()
             ray.shutdown()

@@ -58,6 +58,7 @@ from musicfn.errors import (
     MusicfnError,
 )
 from musicfn.logs import configure_json_logging_in_worker
+from musicfn.priority import background_executor
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +164,15 @@ class MusicGenDeployment:
                 out[i] = result
         return out
 
+    async def _generate(self, model: LoadedModel,
+                        jobs: list[GenerationJob]) -> list[GeneratedAudio]:
+        """The engine call, on a worker thread; on the CPU, the background-priority thread
+        (``musicfn.priority``), so the node's front door is served first."""
+        executor = background_executor() if model.info.device == "cpu" else None
+        done = await asyncio.get_running_loop().run_in_executor(
+            executor, model.engine.generate, jobs, self._on_progress)
+        return [*done]
+
     async def _run(
         self, model: LoadedModel, jobs: list[GenerationJob]
     ) -> list[GeneratedAudio | MusicfnError]:
@@ -172,7 +182,7 @@ class MusicGenDeployment:
         try:
             # A worker thread keeps the event loop free for health checks and for gathering
             # the next batch while this one runs.
-            done = await asyncio.to_thread(model.engine.generate, jobs, self._on_progress)
+            done = await self._generate(model, jobs)
             metrics.record_audio_seconds(model.info.engine, sum(
                 out.audio.shape[-1] / out.sample_rate for out in done))
             return [*done]

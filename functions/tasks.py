@@ -4,6 +4,9 @@ Retry policy: a task is retried only when its worker dies (``max_retries``); an 
 raised by the function itself - bad input above all - is never retried
 (``retry_exceptions=False``) and reaches the caller as the original ``MusicfnError``.
 
+Priority: the tasks' work runs on a thread at the ``background_nice`` niceness
+(``musicfn.priority``), so on a saturated node the front door is served first.
+
 Warm workers: Ray reuses worker processes between tasks, so imports (scipy, pyloudnorm, soxr)
 and cached filter banks are paid once per process. The functions do not use librosa's
 numba-compiled code at all (see functions.filterbanks), so nothing is JIT-compiled per clip.
@@ -24,6 +27,7 @@ from functions.pipeline import ClipOptions, assemble, run_analyze, run_encode, r
 from functions.results import AnalysisResult, EncodeFacts, NormalizeReport, ProcessedClip
 from musicfn.errors import original_error
 from musicfn.logs import configure_json_logging_in_worker
+from musicfn.priority import call_in_background
 
 # Imported by every Ray worker that runs these tasks: their log lines become JSON (no-op in
 # a driver).
@@ -38,7 +42,7 @@ def normalize_task(
     audio: Audio, sample_rate: int, options: ClipOptions
 ) -> tuple[Audio, NormalizeReport, float]:
     """Remote ``run_normalize``: (normalised audio, report, seconds)."""
-    return run_normalize(audio, sample_rate, options)
+    return call_in_background(run_normalize, audio, sample_rate, options)
 
 
 @ray.remote(num_returns=2, **RETRY_POLICY)
@@ -46,7 +50,7 @@ def analyze_task(
     audio: Audio, sample_rate: int, report: NormalizeReport | None, options: ClipOptions
 ) -> tuple[AnalysisResult, float]:
     """Remote ``run_analyze``: (analysis, seconds)."""
-    return run_analyze(audio, sample_rate, report, options)
+    return call_in_background(run_analyze, audio, sample_rate, report, options)
 
 
 @ray.remote(num_returns=3, **RETRY_POLICY)
@@ -54,7 +58,7 @@ def encode_task(
     audio: Audio, sample_rate: int, options: ClipOptions
 ) -> tuple[bytes, EncodeFacts, float]:
     """Remote ``run_encode``: (bytes, facts, seconds)."""
-    return run_encode(audio, sample_rate, options)
+    return call_in_background(run_encode, audio, sample_rate, options)
 
 
 @ray.remote(**RETRY_POLICY)

@@ -11,14 +11,17 @@ import asyncio
 from typing import Any
 
 from jobs.model import GenerationPayload, dump
+from musicfn.errors import ConflictError, EngineOverloadedError
 from storage.catalogue.client import CatalogueClient
 from storage.catalogue.jobs import FinishRequest
 from storage.jobs_schema import (
     Enqueued,
+    GenerationAccept,
     HeartbeatReply,
     JobOutcome,
     JobRecord,
     Lease,
+    Refused,
 )
 from storage.owner_batch import Coalescer
 from storage.sidecar import ErrorInfo, Sidecar
@@ -35,18 +38,26 @@ class JobQueue:
             self._finish_many)
         self._submits: Coalescer[list[JobRecord], list[Enqueued]] = Coalescer(
             self._submit_many)
+        self._accepts: Coalescer[GenerationAccept, Enqueued | Refused] = Coalescer(
+            self.catalogue.accept_generations)
 
     async def submit_generation(self, track: Sidecar, payload: GenerationPayload, *,
                                 max_depth: int,
                                 idempotency: tuple[str, str] | None = None) -> Enqueued:
-        """Accept a generation: its job and ``pending`` track row, in one transaction."""
+        """Accept a generation: its job and ``pending`` track row, committed together (with
+        the generations other requests of this process submit meanwhile). Raises
+        EngineOverloadedError ``queue_full`` or ConflictError ``idempotency_key_reused``."""
         job = JobRecord(id=track.id, kind="generation", payload=dump(payload),
                         max_attempts=self.max_attempts, created_at=track.created_at)
         # shield: a cancelled request must not stop us from learning the outcome in time to
-        # log it; the owner decides either way.
-        done: list[Enqueued] = await asyncio.shield(self.catalogue.enqueue(
-            [job], tracks=[track], max_depth=max_depth, idempotency=idempotency))
-        return done[0]
+        # log it; once sent, the owner decides either way.
+        done = await asyncio.shield(self._accepts.one(GenerationAccept(
+            job=job, track=track, idempotency=idempotency, max_depth=max_depth)))
+        if isinstance(done, Refused):
+            if done.code == "queue_full":
+                raise EngineOverloadedError(done.message, code=done.code)
+            raise ConflictError(done.message, code=done.code)
+        return done
 
     async def submit(self, jobs: list[JobRecord], *,
                      max_depth: int | None = None) -> list[Enqueued]:

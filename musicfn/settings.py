@@ -72,6 +72,10 @@ class Settings(BaseSettings):
 
     # Generation engine placement: "auto" uses CUDA when the cluster has GPUs, else the CPU.
     device: Literal["auto", "cuda", "cpu"] = "auto"
+    # Nice value of the CPU-heavy work (post-processing and upload tasks, reindex scans, a CPU
+    # engine's generation threads), so on a saturated node the front door (proxy, ingress,
+    # catalogue owner) still gets the CPU at once. 0: the same priority as everything else.
+    background_nice: int = Field(default=10, ge=0, le=19)
 
     # Service (HTTP ingress). Serve binds to loopback unless told otherwise.
     http_host: str = "127.0.0.1"

@@ -51,6 +51,24 @@ class Enqueued(BaseModel):
     created: bool
 
 
+class Refused(BaseModel):
+    """A generation the owner did not accept: ``queue_full`` (retry later) or
+    ``idempotency_key_reused`` (the key came with another body)."""
+
+    code: Literal["queue_full", "idempotency_key_reused"]
+    message: str
+
+
+class GenerationAccept(BaseModel):
+    """One generation to accept: its job, its ``pending`` track row, the request's
+    idempotency (key, body sha256) and the queue depth it may not push past."""
+
+    job: JobRecord
+    track: Sidecar
+    idempotency: tuple[str, str] | None = None
+    max_depth: int
+
+
 class Lease(BaseModel):
     """A runner's share of the queue: jobs to run, and jobs out of attempts to dead-letter."""
 

@@ -19,6 +19,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, Literal, Protocol
 
 from musicfn.errors import ConfigurationError, original_error
+from musicfn.priority import call_in_background
 
 Parallelism = Literal["auto", "ray", "threads"]
 
@@ -79,17 +80,22 @@ class ThreadTasks:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
-_REMOTE: dict[tuple[Callable[..., Any], float], Any] = {}
+_REMOTE: dict[float, Any] = {}
 
 
-def _remote(fn: Callable[..., Any], num_cpus: float) -> Any:
-    """``fn`` as a Ray remote function (made once per process and resource shape)."""
+def _in_background(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` at background CPU priority (``musicfn.priority``): what a task runs."""
+    return call_in_background(fn, *args)
+
+
+def _remote(num_cpus: float) -> Any:
+    """``_in_background`` as a Ray remote function (made once per process and CPU share)."""
     import ray
 
-    remote = _REMOTE.get((fn, num_cpus))
+    remote = _REMOTE.get(num_cpus)
     if remote is None:
-        remote = _REMOTE.setdefault((fn, num_cpus), ray.remote(
-            num_cpus=num_cpus, max_retries=3, retry_exceptions=False)(fn))
+        remote = _REMOTE.setdefault(num_cpus, ray.remote(
+            num_cpus=num_cpus, max_retries=3, retry_exceptions=False)(_in_background))
     return remote
 
 
@@ -102,7 +108,7 @@ async def run_task(fn: Callable[..., Any], *args: Any, num_cpus: float = 1.0) ->
     import ray
 
     try:
-        return await _remote(fn, num_cpus).remote(*args)
+        return await _remote(num_cpus).remote(fn, *args)
     except ray.exceptions.RayTaskError as exc:
         raise original_error(exc) from None
 
@@ -118,7 +124,7 @@ class RayTasks:
         self._ray = ray
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return _remote(fn, 1.0).remote(*args)
+        return _remote(1.0).remote(fn, *args)
 
     def wait(self, handles: list[Any]) -> tuple[list[Any], list[Any]]:
         ray = self._ray

@@ -8,6 +8,7 @@ import inspect
 
 import pytest
 
+from storage.catalogue.admission import Admission
 from storage.catalogue.client import CatalogueClient
 from storage.catalogue.events import EventLog
 from storage.catalogue.idempotency import IdempotencyKeys
@@ -34,7 +35,8 @@ def parameters(sig: inspect.Signature) -> list[tuple[str, object, object]]:
             if p.name not in ("self", "_ray_trace_ctx")]
 
 
-@pytest.mark.parametrize("table", [TrackTable, EventLog, IdempotencyKeys, JobTable, JobReads])
+@pytest.mark.parametrize("table", [TrackTable, EventLog, IdempotencyKeys, JobTable, JobReads,
+                                   Admission])
 def test_the_catalogue_offers_every_table_operation(table: type) -> None:
     flat = public_methods(Catalogue)
     for name, sig in public_methods(table).items():

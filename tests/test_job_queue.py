@@ -106,3 +106,30 @@ def test_verify_reports_jobs_no_runner_holds(queue: Catalogue, objects: ObjectSt
     assert [(p.kind, p.id) for p in report.problems] == [("stranded_job", job.id)]
     queue.lease("r", 1, lease_s=30)
     assert verify(objects, queue, fast).ok  # a live lease: someone works on it
+
+
+def test_generations_accepted_together_are_decided_one_by_one(queue: Catalogue) -> None:
+    from storage.jobs_schema import Enqueued, GenerationAccept, Refused
+
+    first, again, other_body, *rest = [generation() for _ in range(6)]
+    prior = queue.accept_generations([GenerationAccept(
+        job=first[0], track=first[1], idempotency=("k", "body-1"), max_depth=4)])
+    assert prior == [Enqueued(job_id=first[1].id, created=True)]
+    batch = [
+        GenerationAccept(job=again[0], track=again[1], idempotency=("k", "body-1"),
+                         max_depth=3),  # a repeat: the first job
+        GenerationAccept(job=other_body[0], track=other_body[1], idempotency=("k", "body-2"),
+                         max_depth=3),  # the key with another body
+        *(GenerationAccept(job=j, track=t, max_depth=3) for j, t in rest),  # 1 + 2 fit
+    ]
+    out = queue.accept_generations(batch)
+    assert out[0] == Enqueued(job_id=first[1].id, created=False)
+    assert isinstance(out[1], Refused) and out[1].code == "idempotency_key_reused"
+    assert out[2:4] == [Enqueued(job_id=t.id, created=True) for _, t in rest[:2]]
+    assert isinstance(out[4], Refused) and out[4].code == "queue_full"  # depth 3 reached
+    for _, track in [first, *rest[:2]]:  # accepted: job and pending row, prompt counted
+        assert queue.get(track.id).status == "pending"  # type: ignore[union-attr]
+        assert queue.job(track.id) is not None
+    for _, track in [again, other_body, rest[2]]:  # refused or repeated: nothing written
+        assert queue.get(track.id) is None and queue.job(track.id) is None
+    assert queue.stats().top_prompts == [("a test prompt", 3)]

@@ -25,7 +25,16 @@ from storage.catalogue.jobs import FinishRequest
 from storage.catalogue.owner import RebuildStatus
 from storage.catalogue.queries import TrackPage, TrackQuery
 from storage.catalogue.tracks import CatalogueStats
-from storage.jobs_schema import Enqueued, HeartbeatReply, JobOutcome, JobRecord, JobView, Lease
+from storage.jobs_schema import (
+    Enqueued,
+    GenerationAccept,
+    HeartbeatReply,
+    JobOutcome,
+    JobRecord,
+    JobView,
+    Lease,
+    Refused,
+)
 from storage.sidecar import ErrorInfo, Sidecar, TrackStatus
 
 
@@ -198,6 +207,12 @@ class CatalogueClient:
     async def claim_idempotency_key(self, key: str, body_sha256: str, track_id: str) -> str:
         """``Catalogue.claim_idempotency_key`` on the owner."""
         out: str = await self.handle.claim_idempotency_key.remote(key, body_sha256, track_id)
+        return out
+
+    async def accept_generations(self, requests: Sequence[GenerationAccept]
+                                 ) -> list[Enqueued | Refused]:
+        """``Catalogue.accept_generations`` on the owner."""
+        out: list[Enqueued | Refused] = await self.handle.accept_generations.remote(requests)
         return out
 
     async def enqueue(self, jobs: Sequence[JobRecord], *, tracks: Sequence[Sidecar] = (),

@@ -19,7 +19,7 @@ from pydantic import BaseModel
 from musicfn.errors import CatalogueError, NotFoundError
 from storage.catalogue.database import Database
 from storage.catalogue.schema import (
-    TRACK_COLUMNS,
+    INSERT_TRACKS_SQL,
     TRACK_SCHEMA,
     UPSERT_TRACKS_SQL,
     naive_utc,
@@ -31,8 +31,6 @@ from storage.sidecar import Sidecar
 EventStatus = Literal["processing", "processed", "rejected", "failed"]
 BatchStatus = Literal["running", "completed", "failed"]
 _EVENT_COLUMNS = "bucket, key, etag, version_id, status, track_id, error, processed_at"
-# Built only from the constant column names, never from input.
-INSERT_TRACKS_SQL = f"INSERT INTO tracks SELECT {', '.join(TRACK_COLUMNS)} FROM _batch"  # noqa: S608
 
 
 class EventRecord(BaseModel):

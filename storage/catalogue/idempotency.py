@@ -24,12 +24,20 @@ class IdempotencyKeys:
 
     def claim_in_transaction(self, key: str, body_sha256: str, track_id: str) -> str:
         """``claim`` inside the caller's transaction (lock held)."""
+        bound = self.bound_in_transaction(key, body_sha256)
+        if bound is not None:
+            return bound
+        self.db.con.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
+                            [key, body_sha256, track_id, naive_utc(utc_now())])
+        return track_id
+
+    def bound_in_transaction(self, key: str, body_sha256: str) -> str | None:
+        """The track ``key`` is bound to, or None (lock held); ConflictError when it was
+        used with a different request body."""
         row = self.db.one("SELECT body_sha256, track_id FROM idempotency_keys WHERE key = ?",
-                        [key])
+                          [key])
         if row is None:
-            self.db.con.execute("INSERT INTO idempotency_keys VALUES (?, ?, ?, ?)",
-                              [key, body_sha256, track_id, naive_utc(utc_now())])
-            return track_id
+            return None
         if row[0] != body_sha256:
             raise ConflictError(f"Idempotency-Key {key!r} was used with a different request",
                                 code="idempotency_key_reused")

@@ -104,27 +104,25 @@ class JobTable:
                     raise EngineOverloadedError(
                         f"{depth} jobs queued or running (limit {max_depth}); retry later",
                         code="queue_full")
-            if fresh:  # one statement for the whole batch (column lists, unnested)
-                self.db.con.execute(
-                    f"INSERT INTO jobs ({COLUMNS}) SELECT unnest(?), unnest(?), "
-                    "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?), 'queued', NULL, 0, "
-                    "unnest(?), NULL, NULL, unnest(?), false, NULL, NULL, NULL, unnest(?), "
-                    "NULL, ?",
-                    [[j.id for j in fresh], [j.kind for j in fresh],
-                     [j.parent_id for j in fresh], [j.dedupe_key for j in fresh],
-                     [json.dumps(j.payload) for j in fresh], [j.max_attempts for j in fresh],
-                     [naive_utc(j.not_before) or now for j in fresh],
-                     [naive_utc(j.created_at) for j in fresh], now])
+            self.insert_in_transaction(fresh, now)
             fresh_ids = {j.id for j in fresh}
-            accepted = [t for t in tracks if t.id in fresh_ids]
-            for track in accepted:
-                self.tracks.put_in_transaction(track)
-            for prompt in (t.prompt for t in accepted if t.prompt):  # usage analytics
-                self.db.con.execute(
-                    "INSERT INTO prompts VALUES (?, 1, ?, ?) ON CONFLICT (text) DO UPDATE SET "
-                    "used_count = prompts.used_count + 1, last_used = excluded.last_used",
-                    [prompt, now, now])
+            self.tracks.add_pending_in_transaction([t for t in tracks if t.id in fresh_ids], now)
         return out
+
+    def insert_in_transaction(self, fresh: Sequence[JobRecord], now: datetime | None) -> None:
+        """Insert new ``queued`` jobs in one statement (lock and transaction held)."""
+        if not fresh:
+            return
+        self.db.con.execute(
+            f"INSERT INTO jobs ({COLUMNS}) SELECT unnest(?), unnest(?), "
+            "unnest(?::VARCHAR[]), unnest(?::VARCHAR[]), unnest(?), 'queued', NULL, 0, "
+            "unnest(?), NULL, NULL, unnest(?), false, NULL, NULL, NULL, unnest(?), "
+            "NULL, ?",
+            [[j.id for j in fresh], [j.kind for j in fresh],
+             [j.parent_id for j in fresh], [j.dedupe_key for j in fresh],
+             [json.dumps(j.payload) for j in fresh], [j.max_attempts for j in fresh],
+             [naive_utc(j.not_before) or now for j in fresh],
+             [naive_utc(j.created_at) for j in fresh], now])
 
     def lease(self, holder: str, limit: int, lease_s: float,
               kinds: Sequence[str] = ("generation", "event", "batch")) -> Lease:

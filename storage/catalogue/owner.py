@@ -34,7 +34,7 @@ from pydantic import BaseModel
 from musicfn.errors import MusicfnError
 from musicfn.settings import Settings
 from storage.catalogue.store import Catalogue
-from storage.jobs_schema import Enqueued, JobRecord
+from storage.jobs_schema import Enqueued, GenerationAccept, JobRecord, Refused
 from storage.sidecar import Sidecar
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,12 @@ def accepting_owner_class() -> type[CatalogueOwner]:
             """``Catalogue.enqueue``, in the accept group."""
             return super().enqueue(jobs, tracks=tracks, max_depth=max_depth,
                                    idempotency=idempotency)
+
+        @ray.method(concurrency_group=ACCEPT_GROUP)  # type: ignore[misc]
+        def accept_generations(  # type: ignore[override]
+                self, requests: Sequence[GenerationAccept]) -> list[Enqueued | Refused]:
+            """``Catalogue.accept_generations``, in the accept group."""
+            return super().accept_generations(requests)
 
     AcceptingOwner.__name__ = AcceptingOwner.__qualname__ = "CatalogueOwner"
     return AcceptingOwner

@@ -216,6 +216,9 @@ def rank_sql(column: str) -> str:
 
 
 # Built only from the constant column names above, never from input.
+# New rows only (ids known to be fresh); built from the constant column names, never input.
+INSERT_TRACKS_SQL = f"INSERT INTO tracks SELECT {', '.join(TRACK_COLUMNS)} FROM _batch"  # noqa: S608
+
 UPSERT_TRACKS_SQL = (
     f"INSERT INTO tracks SELECT {', '.join(TRACK_COLUMNS)} FROM _batch "  # noqa: S608
     "ON CONFLICT (id) DO UPDATE SET "

@@ -16,6 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from storage.catalogue.admission import Admission
 from storage.catalogue.database import Database
 from storage.catalogue.events import (
     BatchRecord,
@@ -30,7 +31,16 @@ from storage.catalogue.job_reads import JobReads
 from storage.catalogue.jobs import FinishRequest, JobTable
 from storage.catalogue.queries import TrackPage, TrackQuery
 from storage.catalogue.tracks import CatalogueStats, TrackTable
-from storage.jobs_schema import Enqueued, HeartbeatReply, JobOutcome, JobRecord, JobView, Lease
+from storage.jobs_schema import (
+    Enqueued,
+    GenerationAccept,
+    HeartbeatReply,
+    JobOutcome,
+    JobRecord,
+    JobView,
+    Lease,
+    Refused,
+)
 from storage.sidecar import ErrorInfo, Sidecar, TrackStatus
 
 
@@ -44,6 +54,8 @@ class Catalogue:
         self.idempotency = IdempotencyKeys(self.db)
         self.job_reads = JobReads(self.db)
         self.jobs = JobTable(self.db, self.tracks, self.job_reads, self.idempotency)
+        self.admission = Admission(self.db, self.jobs, self.tracks, self.job_reads,
+                                   self.idempotency)
 
     @property
     def path(self) -> Path:
@@ -182,6 +194,12 @@ class Catalogue:
     def claim_idempotency_key(self, key: str, body_sha256: str, track_id: str) -> str:
         """``IdempotencyKeys.claim``."""
         return self.idempotency.claim(key, body_sha256, track_id)
+
+    # -- admission (Admission) ----------------------------------------------------
+    def accept_generations(self, requests: Sequence[GenerationAccept]
+                           ) -> list[Enqueued | Refused]:
+        """``Admission.accept_generations``."""
+        return self.admission.accept_generations(requests)
 
     # -- jobs (JobTable) ----------------------------------------------------------
     def enqueue(self, jobs: Sequence[JobRecord], *, tracks: Sequence[Sidecar] = (),

@@ -19,6 +19,7 @@ from musicfn.errors import CatalogueError, InvalidTransitionError, NotFoundError
 from storage.catalogue.database import Database
 from storage.catalogue.queries import TrackPage, TrackQuery, encode_cursor, where_clause
 from storage.catalogue.schema import (
+    INSERT_TRACKS_SQL,
     TRACK_SCHEMA,
     UPSERT_TRACKS_SQL,
     naive_utc,
@@ -100,6 +101,19 @@ class TrackTable:
         """Write one row exactly as given, inside the caller's transaction (lock held)."""
         self.db.con.execute("DELETE FROM tracks WHERE id = ?", [sc.id])
         self.db.insert_batch(sidecars_table([sc]), UPSERT_TRACKS_SQL)
+
+    def add_pending_in_transaction(self, tracks: Sequence[Sidecar], now: datetime | None) -> None:
+        """Insert the rows of just-accepted jobs (new ids) and count their prompts, one
+        statement each, inside the caller's transaction (lock held)."""
+        if not tracks:
+            return
+        self.db.insert_batch(sidecars_table(tracks), INSERT_TRACKS_SQL)
+        counts = Counter(t.prompt for t in tracks if t.prompt)
+        if counts:
+            self.db.con.execute(
+                "INSERT INTO prompts SELECT unnest(?), unnest(?), ?, ? ON CONFLICT (text) "
+                "DO UPDATE SET used_count = prompts.used_count + excluded.used_count, "
+                "last_used = excluded.last_used", [list(counts), list(counts.values()), now, now])
 
     def set_status_in_transaction(self, track_id: str, status: str,
                                   error: ErrorInfo | None = None) -> None:

@@ -1,0 +1,48 @@
+"""The heavy work runs at background CPU priority, the front door at normal priority: on a
+thread of its own, so no thread that serves anything else is ever lowered."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from typing import Any
+
+import pytest
+
+from musicfn.priority import run_in_background
+from storage.parallel import run_task
+
+
+def test_only_the_calling_thread_is_lowered_and_never_raised() -> None:
+    seen: dict[str, int] = {}
+
+    def worker() -> None:
+        run_in_background(7)
+        run_in_background(3)  # asks for more priority: refused silently
+        seen["worker"] = os.getpriority(os.PRIO_PROCESS, 0)
+
+    main_before = os.getpriority(os.PRIO_PROCESS, 0)
+    t = threading.Thread(target=worker)
+    t.start()
+    t.join()
+    assert seen["worker"] == max(7, main_before)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == main_before  # this thread untouched
+
+
+def test_background_work_runs_on_its_own_thread_at_the_niceness() -> None:
+    from musicfn.priority import call_in_background
+    from musicfn.settings import get_settings
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    there = call_in_background(os.getpriority, os.PRIO_PROCESS, 0)
+    assert there >= get_settings().background_nice
+    assert os.getpriority(os.PRIO_PROCESS, 0) == before  # the caller keeps its priority
+
+
+@pytest.mark.ray
+def test_ray_tasks_run_at_the_background_niceness(ray_cluster: Any) -> None:
+    from musicfn.settings import get_settings
+
+    niceness = asyncio.run(run_task(os.getpriority, os.PRIO_PROCESS, 0, num_cpus=0.1))
+    assert niceness >= get_settings().background_nice > 0
