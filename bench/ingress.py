@@ -23,6 +23,7 @@ import ray
 from ray import serve
 
 from deployments.app import build_app
+from musicfn.ports import free_port_block
 from musicfn.settings import Settings
 from storage.embedded_s3 import EmbeddedS3
 
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=5)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        s3_port = 27400
+        s3_port = free_port_block(5, gap=10000)
         s3 = EmbeddedS3(Path(tmp) / "s3", s3_port, "bench", "bench-secret").start()
         try:
             settings = Settings(embedded_s3_port=s3_port, s3_access_key="bench",
