@@ -35,6 +35,7 @@ from storage.catalogue.actor import owner_name
 from storage.embedded_s3 import EmbeddedS3
 
 CLIENTS = 20
+FINAL = ("completed", "failed", "canceled")
 BODY = {"prompt": "bench groove", "duration_s": 2.0, "engine": "synth", "bpm": 110}
 
 
@@ -70,11 +71,14 @@ def posts(url: str, n: int, seed0: int) -> tuple[list[float], list[str]]:
 
 
 def wait_done(owner: Any, ids: list[str], timeout_s: float = 600) -> list[Any]:
+    """Wait until every job ended, polling with one ``statuses`` call per tick (what the
+    service's own watcher does: a call per job per tick would load the owner more than
+    the jobs do), then fetch the job records once."""
     deadline = time.monotonic() + timeout_s
     while True:
-        jobs = ray.get([owner.job.remote(i) for i in ids])
-        if all(j is not None and j.state == "done" for j in jobs):
-            return jobs
+        statuses = ray.get(owner.statuses.remote(ids))
+        if all(statuses.get(i, ("pending",))[0] in FINAL for i in ids):
+            return ray.get([owner.job.remote(i) for i in ids])
         if time.monotonic() > deadline:
             raise SystemExit("jobs did not finish in time")
         time.sleep(0.2)
