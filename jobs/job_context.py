@@ -52,6 +52,12 @@ class JobContext:
             raise LeaseLostError("the job's lease may have passed to another runner: "
                                  "not writing")
 
+    def write_deadline(self) -> float:
+        """The fence as a wall-clock (epoch) time, for a write made in another process (a
+        Ray task): no write may start after it. Conservative: renewals after this call do
+        not move it."""
+        return time.time() + (self.lease_until - self.fence_margin_s - time.monotonic())
+
     def revoke(self) -> None:
         """The lease is gone (lost, canceled, handed back): every later write is refused."""
         self.lease_until = -math.inf
@@ -85,3 +91,17 @@ class Work(Protocol):
     async def ended(self, job: JobRecord, outcome: JobOutcome) -> None:
         """After the job's end is recorded (callbacks)."""
         ...
+
+
+def deadline_fence(deadline: float | None) -> Callable[[], None] | None:
+    """A fence for ``storage.tracks.TrackStore.write`` from ``JobContext.write_deadline``
+    (None: unfenced): ``LeaseLostError`` once the wall clock passed it."""
+    if deadline is None:
+        return None
+
+    def check() -> None:
+        if time.time() > deadline:
+            raise LeaseLostError("the job's lease may have passed to another runner: "
+                                 "not writing")
+
+    return check

@@ -19,6 +19,7 @@ from typing import Any
 
 from functions.decode import DecodeLimits, decode_audio
 from functions.pipeline import ClipOptions, process_clip
+from jobs.job_context import deadline_fence
 from jobs.pipeline import write_track
 from musicfn import metrics
 from musicfn.logs import configure_json_logging_in_worker, job_context
@@ -34,13 +35,15 @@ UPLOAD_TASK_CPUS = 0.5  # about half of such a task's time is S3 I/O
 UPLOAD_BATCH = 8  # small uploads per Ray task at most
 UPLOAD_TASKS_IN_FLIGHT = 2  # batch tasks per runner at once (one per core of a small box)
 _STORES: dict[tuple[Any, ...], ObjectStore] = {}  # per worker process, by endpoint + bucket
+Upload = tuple[str, Sidecar, float | None]  # object key, pending sidecar, write deadline
 
 
-def process_upload(settings: Settings, key: str, job: Sidecar,
-                   options: ClipOptions) -> Sidecar:
+def process_upload(settings: Settings, key: str, job: Sidecar, options: ClipOptions,
+                   deadline: float | None = None) -> Sidecar:
     """A small upload from object to stored track in one process (a Ray task): download,
     decode, the chain, audio then sidecar (transient storage errors retried). Returns the
-    stored sidecar; indexing it is the caller's."""
+    stored sidecar; indexing it is the caller's. No write starts after ``deadline`` (the
+    job's fence, ``JobContext.write_deadline``): ``LeaseLostError`` instead."""
     configure_json_logging_in_worker()
     ident = (settings.endpoint_url, settings.bucket, settings.access_key, settings.secret_key,
              settings.s3_region, settings.s3_connect_timeout_s, settings.s3_read_timeout_s,
@@ -60,17 +63,18 @@ def process_upload(settings: Settings, key: str, job: Sidecar,
         for stage in ("normalize", "analyze", "encode"):
             metrics.record_stage(stage, timings[stage])
         return asyncio.run(write_track(TrackStore(objects, settings), job, None, clip,
-                                       settings.processed_prefix, options, timings))
+                                       settings.processed_prefix, options, timings,
+                                       fence=deadline_fence(deadline)))
 
 
-def process_uploads(settings: Settings, items: list[tuple[str, Sidecar]],
+def process_uploads(settings: Settings, items: list[Upload],
                     options: ClipOptions) -> list[Sidecar | Exception]:
-    """``process_upload`` for each (key, pending sidecar), in one process: each one's stored
-    sidecar, or the error that stopped it (the others go on)."""
+    """``process_upload`` for each (key, pending sidecar, deadline), in one process: each
+    one's stored sidecar, or the error that stopped it (the others go on)."""
     out: list[Sidecar | Exception] = []
-    for key, job in items:
+    for key, job, deadline in items:
         try:
-            out.append(process_upload(settings, key, job, options))
+            out.append(process_upload(settings, key, job, options, deadline))
         except Exception as exc:  # its own outcome; the caller raises it for that upload
             out.append(exc)
     return out
@@ -82,21 +86,22 @@ class UploadBatcher:
     def __init__(self, settings: Settings, options: ClipOptions) -> None:
         self.settings = settings
         self.options = options
-        self._batches: Coalescer[tuple[str, Sidecar], Sidecar | Exception] = Coalescer(
+        self._batches: Coalescer[Upload, Sidecar | Exception] = Coalescer(
             self._many, max_batch=UPLOAD_BATCH, max_inflight=UPLOAD_TASKS_IN_FLIGHT)
 
-    async def store(self, key: str, job: Sidecar) -> Sidecar:
-        """The upload at ``key`` stored as ``job``'s track; raises what stopped it."""
-        result = await self._batches.one((key, job))
+    async def store(self, key: str, job: Sidecar, deadline: float | None = None) -> Sidecar:
+        """The upload at ``key`` stored as ``job``'s track, no write starting after
+        ``deadline``; raises what stopped it."""
+        result = await self._batches.one((key, job, deadline))
         if isinstance(result, Exception):
             raise result
         return result
 
-    async def _many(self, items: list[tuple[str, Sidecar]]) -> list[Sidecar | Exception]:
+    async def _many(self, items: list[Upload]) -> list[Sidecar | Exception]:
         if len(items) == 1:  # no batch to share: the plain task
-            key, job = items[0]
+            key, job, deadline = items[0]
             one: Sidecar = await run_task(process_upload, self.settings, key, job,
-                                          self.options, num_cpus=UPLOAD_TASK_CPUS)
+                                          self.options, deadline, num_cpus=UPLOAD_TASK_CPUS)
             return [one]
         done: list[Sidecar | Exception] = await run_task(
             process_uploads, self.settings, items, self.options, num_cpus=UPLOAD_TASK_CPUS)

@@ -32,7 +32,13 @@ from jobs.model import EventPayload, ObjectEvent
 from jobs.pipeline import postprocess_clip, write_track
 from jobs.upload_task import SMALL_OBJECT_BYTES, UploadBatcher
 from musicfn import __version__, metrics
-from musicfn.errors import InputError, MusicfnError, ObjectNotFoundError, original_error
+from musicfn.errors import (
+    InputError,
+    LeaseLostError,
+    MusicfnError,
+    ObjectNotFoundError,
+    original_error,
+)
 from musicfn.logs import job_context
 from musicfn.settings import Settings
 from storage.catalogue.client import CatalogueClient
@@ -100,11 +106,13 @@ class EventHandler:
         self.uploads = UploadBatcher(settings, self.options)
 
     async def handle(self, event: ObjectEvent, *, letter: DeadLetter | None = None,
-                     claimant: str | None = None) -> EventResult:
+                     claimant: str | None = None, ctx: JobContext | None = None) -> EventResult:
         """Handle one event; with ``letter`` it is a replay of that dead letter.
 
         ``claimant`` (the job id) becomes the track id of a new claim; a claim already held
         under it is this job's own from an earlier attempt, and is taken over at once.
+        ``ctx`` (the job's) fences the track's writes: ``LeaseLostError`` once the job's
+        lease is no longer sure, so only the holder writes.
 
         Never raises for a bad object; raises MusicfnError only when the event could not be
         recorded at all (store or catalogue down after retries): the caller redelivers.
@@ -133,20 +141,22 @@ class EventHandler:
                               track_id=claim.record.track_id, reason=claim.record.status)
         track_id = claim.record.track_id or new_id()
         with job_context(track_id):
-            return await self._process(event, info, track_id, letter)
+            return await self._process(event, info, track_id, letter, ctx)
 
     async def _process(self, event: ObjectEvent, info: ObjectInfo, track_id: str,
-                       letter: DeadLetter | None) -> EventResult:
+                       letter: DeadLetter | None, ctx: JobContext | None) -> EventResult:
         attempts = 0
         while True:
             attempts += 1
             try:
-                stored = await self._store(info, event.version_id, track_id)
+                stored = await self._store(info, event.version_id, track_id, ctx)
                 started = time.perf_counter()
                 await self._record(info, event.version_id, "processed", track_id, None,
                                    track=stored)
                 metrics.record_stage("index", time.perf_counter() - started)
                 return self._done(event, "processed", etag=info.etag, track_id=track_id)
+            except LeaseLostError:
+                raise  # not this event's fault: the job's next holder processes it
             except Exception as exc:  # decided below: permanent, retried, or dead-lettered
                 error = _error_info(exc)
                 permanent = isinstance(original_error(exc), InputError)
@@ -158,7 +168,8 @@ class EventHandler:
                             delay)
                 await asyncio.sleep(delay)
 
-    async def _store(self, info: ObjectInfo, version: str, track_id: str) -> Sidecar:
+    async def _store(self, info: ObjectInfo, version: str, track_id: str,
+                     ctx: JobContext | None) -> Sidecar:
         """The object as a stored track (audio, then sidecar), not indexed yet."""
         job = Sidecar(id=track_id, kind="upload", status="pending",
                       created_at=id_timestamp(track_id),
@@ -167,8 +178,11 @@ class EventHandler:
                       versions={"musicfn": __version__},
                       source=SourceRef(bucket=self.settings.bucket, key=info.key,
                                        etag=info.etag, version_id=version or None))
+        if ctx is not None:
+            await ctx.ensure_lease()
         if info.size <= SMALL_OBJECT_BYTES:  # with concurrent ones, in one Ray task
-            return await self.uploads.store(info.key, job)
+            return await self.uploads.store(
+                info.key, job, deadline=ctx.write_deadline() if ctx is not None else None)
         timings: dict[str, float] = {}
         started = time.perf_counter()
         data = await asyncio.to_thread(self.objects.get, info.key)
@@ -178,7 +192,8 @@ class EventHandler:
         clip = await postprocess_clip(decoded.audio, decoded.sample_rate, self.options,
                                       timings)
         return await write_track(self.tracks, job, None, clip, self.settings.processed_prefix,
-                                 self.options, timings)
+                                 self.options, timings,
+                                 fence=ctx.check_lease if ctx is not None else None)
 
     async def _record(self, info: ObjectInfo, version: str, status: Any,
                       track_id: str | None, error: str | None, *,
@@ -260,7 +275,8 @@ class UploadWork:
         letter = None
         if payload.letter_id is not None:
             letter = await asyncio.to_thread(self.handler.dlq.get, payload.letter_id)
-        result = await self.handler.handle(payload.event, letter=letter, claimant=job.id)
+        result = await self.handler.handle(payload.event, letter=letter, claimant=job.id,
+                                           ctx=ctx)
         if letter is not None and result.outcome != "failed":
             await asyncio.to_thread(self.handler.dlq.delete, letter.id)
         return JobEnd("completed", result=result.model_dump(mode="json"))

@@ -85,3 +85,31 @@ def test_batcher_answers_each_upload(settings: Settings, objects: ObjectStore,
 
     stored = asyncio.run(main())
     assert [s.source.key for s in stored if s.source is not None] == keys
+
+
+def test_an_upload_past_its_jobs_fence_writes_nothing(settings: Settings,
+                                                     objects: ObjectStore) -> None:
+    """A batch task that starts its writes after the job's write deadline (its lease may
+    have passed to another runner) refuses them; the others in the batch are written."""
+    import time
+
+    from musicfn.errors import LeaseLostError
+    from storage.tracks import TrackStore
+
+    objects.ensure_bucket()
+    keys = ["incoming/f/late.wav", "incoming/f/fine.wav"]
+    for key in keys:
+        objects.put(key, wav_bytes(0.2), content_type="audio/wav")
+    batcher = UploadBatcher(settings, ClipOptions())
+    late, fine = (_pending(settings, k) for k in keys)
+
+    async def main() -> list[Sidecar | BaseException]:
+        return list(await asyncio.gather(
+            batcher.store(keys[0], late, deadline=time.time() - 1),
+            batcher.store(keys[1], fine, deadline=time.time() + 60), return_exceptions=True))
+
+    refused, stored = asyncio.run(main())
+    assert isinstance(refused, LeaseLostError)
+    assert isinstance(stored, Sidecar) and stored.audio_key is not None
+    late_key = TrackStore(objects, settings).new_key(settings.processed_prefix, late.id)
+    assert not objects.exists(late_key.audio_key) and not objects.exists(late_key.sidecar_key)
