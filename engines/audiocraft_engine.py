@@ -25,6 +25,7 @@ from engines.base import (
     GeneratedAudio,
     GenerationJob,
     ProgressCallback,
+    check_musicgen_job,
     check_torch_device,
     generate_grouped,
 )
@@ -36,10 +37,8 @@ from musicfn.errors import (
     EngineError,
     EngineOverloadedError,
     InvalidRequestError,
-    LimitExceededError,
     MusicfnError,
     NoGpuError,
-    UnsupportedError,
 )
 
 log = logging.getLogger(__name__)
@@ -115,30 +114,10 @@ class AudiocraftEngine:
 
     def validate(self, job: GenerationJob) -> None:
         """Reject jobs this model cannot run, before they are batched."""
-        if job.melody is not None and not self._has_melody:
-            raise UnsupportedError(
-                f"model {self._label} has no melody conditioning; use a musicgen-melody model",
-                code="melody_unsupported",
-            )
-        if job.duration_s > self._supports.max_duration_s:
-            raise LimitExceededError(
-                f"duration_s {job.duration_s:g} is over this engine's maximum of "
-                f"{self._supports.max_duration_s:g} s",
-                code="duration_limit",
-            )
-        if job.continuation is not None:
-            window = min(job.duration_s, self._model.max_duration)
-            if job.continuation.duration_s >= window:
-                raise InvalidRequestError(
-                    f"continuation audio ({job.continuation.duration_s:.2f} s) must be shorter "
-                    f"than the generated audio and the model window ({window:g} s)",
-                    code="invalid_continuation",
-                )
-        if job.params.top_k > self._card:
-            raise InvalidRequestError(
-                f"top_k {job.params.top_k} exceeds this model's codebook size {self._card}",
-                code="invalid_top_k",
-            )
+        check_musicgen_job(job, model=self._label, melody=self._has_melody,
+                           max_duration_s=self._supports.max_duration_s,
+                           window_s=min(job.duration_s, self._model.max_duration),
+                           codebook=self._card)
         if job.params.extend_stride >= self._model.max_duration:
             raise InvalidRequestError(
                 f"extend_stride must be below {self._model.max_duration:g} s",

@@ -13,7 +13,12 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from engines.requests import AudioInput, GenerationParams
-from musicfn.errors import EngineError
+from musicfn.errors import (
+    EngineError,
+    InvalidRequestError,
+    LimitExceededError,
+    UnsupportedError,
+)
 
 # Called with (request ids of the jobs concerned, fraction done in [0, 1]).
 ProgressCallback = Callable[[Sequence[str], float], None]
@@ -133,3 +138,28 @@ def check_torch_device(device: Any) -> None:
         raise EngineError(f"device {device} failed a health op: {exc}") from exc
     if value != 32.0:
         raise EngineError(f"device {device} computed {value} for a 32.0 health op")
+
+
+def check_musicgen_job(job: GenerationJob, *, model: str, melody: bool,
+                       max_duration_s: float, window_s: float, codebook: int,
+                       duration_note: str = "") -> None:
+    """What every MusicGen engine checks before batching a job: melody support, its
+    duration cap, a continuation shorter than ``window_s`` (what it continues into), and
+    top_k within the codebook."""
+    if job.melody is not None and not melody:
+        raise UnsupportedError(
+            f"model {model} has no melody conditioning; use a musicgen-melody model",
+            code="melody_unsupported")
+    if job.duration_s > max_duration_s:
+        raise LimitExceededError(
+            f"duration_s {job.duration_s:g} is over this engine's maximum of "
+            f"{max_duration_s:g} s{duration_note}", code="duration_limit")
+    if job.continuation is not None and job.continuation.duration_s >= window_s:
+        raise InvalidRequestError(
+            f"continuation audio ({job.continuation.duration_s:.2f} s) must be shorter "
+            f"than the generated audio and the model window ({window_s:g} s)",
+            code="invalid_continuation")
+    if job.params.top_k > codebook:
+        raise InvalidRequestError(
+            f"top_k {job.params.top_k} exceeds this model's codebook size {codebook}",
+            code="invalid_top_k")

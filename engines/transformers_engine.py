@@ -27,6 +27,7 @@ from engines.base import (
     GeneratedAudio,
     GenerationJob,
     ProgressCallback,
+    check_musicgen_job,
     check_torch_device,
     generate_grouped,
 )
@@ -49,11 +50,8 @@ from musicfn.errors import (
     ConfigurationError,
     EngineError,
     EngineOverloadedError,
-    InvalidRequestError,
-    LimitExceededError,
     MusicfnError,
     NoGpuError,
-    UnsupportedError,
 )
 
 ENGINE_NAME = "transformers"
@@ -136,28 +134,10 @@ class TransformersEngine:
 
     def validate(self, job: GenerationJob) -> None:
         """Reject jobs this model cannot run, before they are batched."""
-        if job.melody is not None and not self._melody:
-            raise UnsupportedError(
-                f"model {self._label} has no melody conditioning; use a musicgen-melody model",
-                code="melody_unsupported",
-            )
-        if job.duration_s > self._supports.max_duration_s:
-            raise LimitExceededError(
-                f"duration_s {job.duration_s:g} is over this engine's maximum of "
-                f"{self._supports.max_duration_s:g} s (transformers has no long-form generation)",
-                code="duration_limit",
-            )
-        if job.continuation is not None and job.continuation.duration_s >= job.duration_s:
-            raise InvalidRequestError(
-                f"continuation audio ({job.continuation.duration_s:.2f} s) must be shorter "
-                f"than the generated audio ({job.duration_s:g} s)",
-                code="invalid_continuation",
-            )
-        if job.params.top_k > self._card:
-            raise InvalidRequestError(
-                f"top_k {job.params.top_k} exceeds this model's codebook size {self._card}",
-                code="invalid_top_k",
-            )
+        check_musicgen_job(job, model=self._label, melody=self._melody,
+                           max_duration_s=self._supports.max_duration_s,
+                           window_s=job.duration_s, codebook=self._card,
+                           duration_note=" (transformers has no long-form generation)")
 
     def generate(
         self, jobs: Sequence[GenerationJob], progress: ProgressCallback | None = None
