@@ -6,6 +6,7 @@
   sends one record per request, asynchronously: ``--senders`` connections): how fast the
   webhook acknowledges (POSTs/s) and how fast the uploads are processed (first POST to last
   indexed row); where an event's time goes (job timestamps + each sidecar's stage timings),
+- the same burst of POSTs to a bare Serve endpoint first (the floor of acknowledging here),
 - the previous method for comparison: one client thread that uploads and announces each clip
   in turn (its rate is bounded by the client's own PUT + POST round trips).
 
@@ -38,6 +39,7 @@ from ray import serve
 
 from deployments.app import build_app
 from musicfn.ports import free_port_block
+from musicfn.priority import ray_worker_niceness_env
 from musicfn.settings import Settings
 from storage.catalogue.actor import catalogue_actor
 from storage.catalogue.queries import TrackQuery
@@ -47,6 +49,16 @@ from storage.objects import ObjectStore
 TOKEN = "bench-token"
 TARGETS = {"webhook_latency_p50_s": (0.144, "<="), "poller_latency_p50_s": (1.149, "<="),
            "burst_accept_per_s": (200, ">="), "burst_events_per_s": (50, ">=")}
+
+
+@serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=200)
+class Bare:
+    """The floor: a Serve HTTP endpoint that reads a JSON body and answers 200 (no record,
+    no processing): what acknowledging costs in Serve alone on this box."""
+
+    async def __call__(self, request: Any) -> dict[str, int]:
+        await request.json()
+        return {"accepted": 1}
 
 
 def wav_bytes(seconds: float, sr: int = 32_000, bpm: float = 100.0, seed: int = 0) -> bytes:
@@ -203,6 +215,12 @@ def _burst(url: str, objects: ObjectStore, owner: Any, bucket: str, count: int,
     with ThreadPoolExecutor(16) as pool:
         etags = list(pool.map(lambda k: objects.put(k, small, content_type="audio/wav"), keys))
     clients = [httpx.Client(timeout=60, trust_env=False) for _ in range(senders)]
+    bare_url = url.split("/webhook/")[0] + "/bare"
+    t0 = time.monotonic()
+    with ThreadPoolExecutor(senders) as pool:  # the same POSTs to the bare endpoint first
+        list(pool.map(lambda i: _announce(clients[i % senders], bare_url, bucket, keys[i],
+                                          etags[i]), range(count)))
+    bare_per_s = count / (time.monotonic() - t0)
     before = _uploads(owner)
     cpu = _cpu_seconds()
     try:
@@ -220,6 +238,8 @@ def _burst(url: str, objects: ObjectStore, owner: Any, bucket: str, count: int,
             c.close()
     return {"burst_uploads": count, "burst_clip_s": clip_s, "burst_senders": senders,
             "burst_accept_per_s": round(count / accepted, 1),
+            "burst_accept_bare_serve_per_s": round(bare_per_s, 1),
+            "burst_accept_vs_bare": round(count / accepted / bare_per_s, 2),
             "burst_post_p50_ms": round(1000 * statistics.median(posts), 2),
             "burst_post_p90_ms": round(1000 * _pct(posts, 0.9), 2),
             "burst_events_per_s": round(count / (done - t0), 2),
@@ -313,9 +333,11 @@ def main() -> None:
                             s3_secret_key="bench-secret", data_dir=Path(tmp),
                             webhook_token=TOKEN, poll_interval_s=1.0, event_concurrency=8)
             http_port = free_port_block()
+            ray_worker_niceness_env()  # as the service starts Ray
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                      namespace="bench")
             serve.start(http_options={"host": "127.0.0.1", "port": http_port})
+            serve.run(Bare.bind(), name="bare", route_prefix="/bare")  # type: ignore[attr-defined]
             results: dict[str, Any] = {}
             for mode in args.modes.split(","):
                 found = _run_mode(mode, base, Path(tmp), http_port, args)

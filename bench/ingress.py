@@ -24,6 +24,7 @@ from ray import serve
 
 from deployments.app import build_app
 from musicfn.ports import free_port_block
+from musicfn.priority import ray_worker_niceness_env
 from musicfn.settings import Settings
 from storage.embedded_s3 import EmbeddedS3
 
@@ -76,6 +77,7 @@ def main() -> None:
             settings = Settings(embedded_s3_port=s3_port, s3_access_key="bench",
                                 s3_secret_key="bench-secret", data_dir=Path(tmp))
             http_port = _free_port()
+            ray_worker_niceness_env()  # as the service starts Ray
             ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
             serve.start(http_options={"host": "127.0.0.1", "port": http_port})
             serve.run(build_app({"engine": "synth", "device": "cpu", "num_cpus": 0.5,

@@ -61,8 +61,11 @@ def ray_cluster() -> Iterator[Any]:
     import ray
     from ray import serve
 
+    from musicfn.priority import ray_worker_niceness_env
+
     # A fixed Prometheus export port, so tests can scrape the metrics (tests/test_metrics.py).
     metrics_port = free_port_block()
+    ray_worker_niceness_env()  # as the service starts Ray (musicfn.priority)
     os.environ["MUSICFN_TEST_METRICS_URL"] = f"http://127.0.0.1:{metrics_port}/metrics"
     ctx = ray.init(
         num_cpus=2,

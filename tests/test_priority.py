@@ -30,6 +30,22 @@ def test_only_the_calling_thread_is_lowered_and_never_raised() -> None:
     assert os.getpriority(os.PRIO_PROCESS, 0) == main_before  # this thread untouched
 
 
+def test_a_process_started_at_a_high_niceness_still_gets_a_background_below_it() -> None:
+    # Ray starts workers at nice 15 unless told otherwise (RAY_worker_niceness).
+    import subprocess
+    import sys
+
+    code = ("import os, threading; from musicfn.priority import run_in_background\n"
+            "seen = []\n"
+            "def w():\n    run_in_background(10); run_in_background(10)\n"
+            "    seen.append(os.getpriority(os.PRIO_PROCESS, 0))\n"
+            "t = threading.Thread(target=w); t.start(); t.join()\n"
+            "print(seen[0], os.getpriority(os.PRIO_PROCESS, 0))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, preexec_fn=lambda: os.nice(15)).stdout.split()
+    assert out == ["19", "15"]
+
+
 def test_background_work_runs_on_its_own_thread_at_the_niceness() -> None:
     from musicfn.priority import call_in_background
     from musicfn.settings import get_settings

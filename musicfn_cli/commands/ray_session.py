@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from musicfn.errors import ConfigurationError
+from musicfn.priority import ray_worker_niceness_env
 from musicfn.settings import Settings
 from storage.catalogue.actor import catalogue_client
 from storage.catalogue.client import CatalogueClient
@@ -58,6 +59,7 @@ def connect(settings: Settings) -> bool:
         # local one: an owner created in another cluster could not open the locked file.
         address = reachable_ray_address(service_ray_address(settings.catalogue_file))
     except (ConnectionError, OSError, ValueError):
+        ray_worker_niceness_env()
         ray.init(address="local", include_dashboard=False, **loopback_ray_options(), **common)
         return False
     try:

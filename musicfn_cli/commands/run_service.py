@@ -32,8 +32,10 @@ def start_ray(settings: Settings) -> float:
     """Start a local Ray cluster on loopback; its GPU count."""
     import ray
 
+    from musicfn.priority import ray_worker_niceness_env
     from musicfn_cli.commands.ray_session import loopback_ray_options
 
+    ray_worker_niceness_env()
     # Worker logs stay in Ray's session directory (/tmp/ray/session_latest/logs), not here.
     ray.init(address="local", namespace=settings.ray_namespace, include_dashboard=False,
              logging_level=logging.WARNING, configure_logging=True, log_to_driver=False,

@@ -99,8 +99,16 @@ class TrackTable:
 
     def put_in_transaction(self, sc: Sidecar) -> None:
         """Write one row exactly as given, inside the caller's transaction (lock held)."""
-        self.db.con.execute("DELETE FROM tracks WHERE id = ?", [sc.id])
-        self.db.insert_batch(sidecars_table([sc]), UPSERT_TRACKS_SQL)
+        self.put_many_in_transaction([sc])
+
+    def put_many_in_transaction(self, sidecars: Sequence[Sidecar]) -> None:
+        """Write rows exactly as given, inside the caller's transaction (lock held): one
+        DELETE and one INSERT for all of them."""
+        if not sidecars:
+            return
+        self.db.con.execute("DELETE FROM tracks WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                            [[sc.id for sc in sidecars]])
+        self.db.insert_batch(sidecars_table(sidecars), UPSERT_TRACKS_SQL)
 
     def add_pending_in_transaction(self, tracks: Sequence[Sidecar], now: datetime | None) -> None:
         """Insert the rows of just-accepted jobs (new ids) and count their prompts, one
@@ -119,16 +127,28 @@ class TrackTable:
                                   error: ErrorInfo | None = None) -> None:
         """Move an unfinished row to ``status`` inside the caller's transaction; a completed
         or canceled row, or a missing one, is left alone."""
-        row = self.db.one("SELECT doc FROM tracks WHERE id = ?", [track_id])
-        if row is None:
+        self.set_status_many_in_transaction([(track_id, status, error)])
+
+    def set_status_many_in_transaction(
+            self, updates: Sequence[tuple[str, str, ErrorInfo | None]]) -> None:
+        """``set_status_in_transaction`` for each (track id, status, error): one read and one
+        write for all of them."""
+        if not updates:
             return
-        current = Sidecar.from_json(row[0])
-        if current.status in ("completed", "canceled"):
-            return
-        update: dict[str, Any] = {"status": status}
-        if error is not None:
-            update["error"] = error
-        self.put_in_transaction(current.model_copy(update=update))
+        rows = self.db.con.execute(
+            "SELECT id, doc FROM tracks WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+            [[u[0] for u in updates]]).fetchall()
+        current = {str(r[0]): Sidecar.from_json(r[1]) for r in rows}
+        changed: dict[str, Sidecar] = {}
+        for track_id, status, error in updates:
+            row = changed.get(track_id) or current.get(track_id)
+            if row is None or row.status in ("completed", "canceled"):
+                continue
+            update: dict[str, Any] = {"status": status}
+            if error is not None:
+                update["error"] = error
+            changed[track_id] = row.model_copy(update=update)
+        self.put_many_in_transaction(list(changed.values()))
 
     def _write_exact(self, sc: Sidecar) -> None:
         """Write one row regardless of rank (for validated explicit transitions)."""
