@@ -14,6 +14,7 @@ and re-processing an upload writes the same keys (the track id is the job's).
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from typing import Any
 
@@ -36,6 +37,7 @@ UPLOAD_BATCH = 8  # small uploads per Ray task at most
 UPLOAD_TASKS_IN_FLIGHT = 2  # batch tasks per runner at once (one per core of a small box)
 _STORES: dict[tuple[Any, ...], ObjectStore] = {}  # per worker process, by endpoint + bucket
 Upload = tuple[str, Sidecar, float | None]  # object key, pending sidecar, write deadline
+_LOOPS = threading.local()
 
 
 def process_upload(settings: Settings, key: str, job: Sidecar, options: ClipOptions,
@@ -62,9 +64,18 @@ def process_upload(settings: Settings, key: str, job: Sidecar, options: ClipOpti
                        encode=clip.timings.encode_s)
         for stage in ("normalize", "analyze", "encode"):
             metrics.record_stage(stage, timings[stage])
-        return asyncio.run(write_track(TrackStore(objects, settings), job, None, clip,
-                                       settings.processed_prefix, options, timings,
-                                       fence=deadline_fence(deadline)))
+        return _thread_loop().run_until_complete(write_track(
+            TrackStore(objects, settings), job, None, clip, settings.processed_prefix, options,
+            timings, fence=deadline_fence(deadline)))
+
+
+def _thread_loop() -> asyncio.AbstractEventLoop:
+    """This thread's event loop, kept between uploads: ``asyncio.run`` per upload made a new
+    loop and a new default executor (a thread started and joined) each time."""
+    loop: asyncio.AbstractEventLoop | None = getattr(_LOOPS, "loop", None)
+    if loop is None or loop.is_closed():
+        loop = _LOOPS.loop = asyncio.new_event_loop()
+    return loop
 
 
 def process_uploads(settings: Settings, items: list[Upload],

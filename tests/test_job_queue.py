@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from musicfn.errors import ConflictError, EngineOverloadedError
+from musicfn.errors import ConflictError
 from musicfn.settings import Settings
 from storage.catalogue.store import Catalogue
-from storage.jobs_schema import JobRecord
+from storage.jobs_schema import Enqueued, GenerationAccept, JobRecord, Refused
 from storage.keys import new_id, utc_now
 from storage.objects import ObjectStore
 from storage.sidecar import ErrorInfo, Sidecar
@@ -29,13 +29,21 @@ def generation(max_attempts: int = 3) -> tuple[JobRecord, Sidecar]:
     return JobRecord(id=track.id, kind="generation", max_attempts=max_attempts), track
 
 
+def accept(queue: Catalogue, *generations: tuple[JobRecord, Sidecar], max_depth: int = 1000,
+           idempotency: tuple[str, str] | None = None) -> list[Enqueued | Refused]:
+    """Accept generations as the front door does (``Catalogue.accept_generations``)."""
+    return queue.accept_generations([GenerationAccept(job=j, track=t, max_depth=max_depth,
+                                                      idempotency=idempotency)
+                                     for j, t in generations])
+
+
 def test_accept_is_atomic_with_depth_dedupe_and_idempotency(queue: Catalogue) -> None:
     jobs = [generation() for _ in range(3)]
-    done = queue.enqueue([j for j, _ in jobs[:2]], tracks=[t for _, t in jobs[:2]], max_depth=2)
-    assert [d.created for d in done] == [True, True]
+    done = accept(queue, *jobs[:2], max_depth=2)
+    assert [d.created for d in done if isinstance(d, Enqueued)] == [True, True]
     assert queue.get(jobs[0][1].id).status == "pending"  # type: ignore[union-attr]
-    with pytest.raises(EngineOverloadedError):  # full: nothing of the third is written
-        queue.enqueue([jobs[2][0]], tracks=[jobs[2][1]], max_depth=2)
+    [full] = accept(queue, jobs[2], max_depth=2)  # full: nothing of the third is written
+    assert isinstance(full, Refused) and full.code == "queue_full"
     assert queue.get(jobs[2][1].id) is None and queue.job(jobs[2][1].id) is None
     events = [JobRecord(id=new_id(), kind="event", dedupe_key="bucket/k\netag\n")
               for _ in range(2)]
@@ -43,17 +51,18 @@ def test_accept_is_atomic_with_depth_dedupe_and_idempotency(queue: Catalogue) ->
     assert first.created and not second.created and second.job_id == first.job_id
     assert queue.queue_depth() == 3
     a, b = generation(), generation()
-    owner = queue.enqueue([a[0]], tracks=[a[1]], idempotency=("key-1", "sha-a"))[0]
-    again = queue.enqueue([b[0]], tracks=[b[1]], idempotency=("key-1", "sha-a"))[0]
+    [owner] = accept(queue, a, idempotency=("key-1", "sha-a"))
+    [again] = accept(queue, b, idempotency=("key-1", "sha-a"))
+    assert isinstance(owner, Enqueued) and isinstance(again, Enqueued)
     assert (again.job_id, again.created) == (owner.job_id, False)
-    with pytest.raises(ConflictError):
-        queue.enqueue([b[0]], tracks=[b[1]], idempotency=("key-1", "sha-b"))
+    [reused] = accept(queue, b, idempotency=("key-1", "sha-b"))
+    assert isinstance(reused, Refused) and reused.code == "idempotency_key_reused"
     assert queue.stats().top_prompts == [("a test prompt", 3)]
 
 
 def test_lost_lease_is_re_driven_and_only_the_holder_finishes(queue: Catalogue) -> None:
     job, track = generation()
-    queue.enqueue([job], tracks=[track])
+    accept(queue, (job, track))
     [leased] = queue.lease("runner-a", 10, lease_s=0.3).run
     assert leased.attempts == 1 and queue.get(track.id).status == "processing"  # type: ignore[union-attr]
     assert queue.lease("runner-b", 10, lease_s=0.3).run == []  # held
@@ -69,7 +78,7 @@ def test_lost_lease_is_re_driven_and_only_the_holder_finishes(queue: Catalogue) 
 
 def test_out_of_attempts_comes_back_exhausted(queue: Catalogue) -> None:
     job, track = generation(max_attempts=1)
-    queue.enqueue([job], tracks=[track])
+    accept(queue, (job, track))
     assert len(queue.lease("a", 1, lease_s=0.1).run) == 1
     time.sleep(0.2)
     lease = queue.lease("b", 1, lease_s=30)
@@ -82,7 +91,7 @@ def test_out_of_attempts_comes_back_exhausted(queue: Catalogue) -> None:
 
 def test_cancel_queued_running_and_finished(queue: Catalogue) -> None:
     (a, ta), (b, tb) = generation(), generation()
-    queue.enqueue([a, b], tracks=[ta, tb])
+    accept(queue, (a, ta), (b, tb))
     queue.lease("r", 1, lease_s=30)  # a runs, b waits
     assert queue.cancel(b.id).outcome == "canceled"
     assert queue.get(tb.id).status == "canceled"  # type: ignore[union-attr]
@@ -99,7 +108,7 @@ def test_verify_reports_jobs_no_runner_holds(queue: Catalogue, objects: ObjectSt
                                               settings: Settings) -> None:
     fast = settings.model_copy(update={"job_lease_s": 1.0, "job_poll_interval_s": 0.1})
     job, track = generation()
-    queue.enqueue([job], tracks=[track])
+    accept(queue, (job, track))
     assert verify(objects, queue, fast).ok  # fresh: a runner may take it any moment
     time.sleep(1.3)
     report = verify(objects, queue, fast)
@@ -109,8 +118,6 @@ def test_verify_reports_jobs_no_runner_holds(queue: Catalogue, objects: ObjectSt
 
 
 def test_generations_accepted_together_are_decided_one_by_one(queue: Catalogue) -> None:
-    from storage.jobs_schema import Enqueued, GenerationAccept, Refused
-
     first, again, other_body, *rest = [generation() for _ in range(6)]
     prior = queue.accept_generations([GenerationAccept(
         job=first[0], track=first[1], idempotency=("k", "body-1"), max_depth=4)])

@@ -215,13 +215,10 @@ class CatalogueClient:
         out: list[Enqueued | Refused] = await self.handle.accept_generations.remote(requests)
         return out
 
-    async def enqueue(self, jobs: Sequence[JobRecord], *, tracks: Sequence[Sidecar] = (),
-                      max_depth: int | None = None,
-                      idempotency: tuple[str, str] | None = None) -> list[Enqueued]:
+    async def enqueue(self, jobs: Sequence[JobRecord], *,
+                      max_depth: int | None = None) -> list[Enqueued]:
         """``Catalogue.enqueue`` on the owner."""
-        out: list[Enqueued] = await self.handle.enqueue.remote(jobs, tracks=tracks,
-                                                               max_depth=max_depth,
-                                                               idempotency=idempotency)
+        out: list[Enqueued] = await self.handle.enqueue.remote(jobs, max_depth=max_depth)
         return out
 
     async def lease(self, holder: str, limit: int, lease_s: float,

@@ -35,7 +35,6 @@ from musicfn.errors import MusicfnError
 from musicfn.settings import Settings
 from storage.catalogue.store import Catalogue
 from storage.jobs_schema import Enqueued, GenerationAccept, JobRecord, Refused
-from storage.sidecar import Sidecar
 
 log = logging.getLogger(__name__)
 
@@ -212,12 +211,9 @@ def accepting_owner_class() -> type[CatalogueOwner]:
     class AcceptingOwner(CatalogueOwner):
         @ray.method(concurrency_group=ACCEPT_GROUP)  # type: ignore[misc]
         def enqueue(self, jobs: Sequence[JobRecord], *,  # type: ignore[override]
-                    tracks: Sequence[Sidecar] = (),
-                    max_depth: int | None = None,
-                    idempotency: tuple[str, str] | None = None) -> list[Enqueued]:
+                    max_depth: int | None = None) -> list[Enqueued]:
             """``Catalogue.enqueue``, in the accept group."""
-            return super().enqueue(jobs, tracks=tracks, max_depth=max_depth,
-                                   idempotency=idempotency)
+            return super().enqueue(jobs, max_depth=max_depth)
 
         @ray.method(concurrency_group=ACCEPT_GROUP)  # type: ignore[misc]
         def accept_generations(  # type: ignore[override]

@@ -53,7 +53,7 @@ class Catalogue:
         self.events = EventLog(self.db)
         self.idempotency = IdempotencyKeys(self.db)
         self.job_reads = JobReads(self.db)
-        self.jobs = JobTable(self.db, self.tracks, self.job_reads, self.idempotency)
+        self.jobs = JobTable(self.db, self.tracks, self.job_reads)
         self.admission = Admission(self.db, self.jobs, self.tracks, self.job_reads,
                                    self.idempotency)
 
@@ -202,11 +202,10 @@ class Catalogue:
         return self.admission.accept_generations(requests)
 
     # -- jobs (JobTable) ----------------------------------------------------------
-    def enqueue(self, jobs: Sequence[JobRecord], *, tracks: Sequence[Sidecar] = (),
-                max_depth: int | None = None,
-                idempotency: tuple[str, str] | None = None) -> list[Enqueued]:
+    def enqueue(self, jobs: Sequence[JobRecord], *,
+                max_depth: int | None = None) -> list[Enqueued]:
         """``JobTable.enqueue``."""
-        return self.jobs.enqueue(jobs, tracks=tracks, max_depth=max_depth, idempotency=idempotency)
+        return self.jobs.enqueue(jobs, max_depth=max_depth)
 
     def lease(self, holder: str, limit: int, lease_s: float,
               kinds: Sequence[str] = ("generation", "event", "batch")) -> Lease:
