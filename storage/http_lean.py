@@ -1,19 +1,22 @@
-"""A lean HTTP/1.1 GET on one kept-alive socket, for bulk reads of many small objects.
+"""A lean HTTP/1.1 client on one kept-alive socket, for the hot S3 requests.
 
 ``http.client`` parses every response's headers with the ``email`` package: ~150 µs of CPU
-per response, as much as the rest of a small GET. Bulk reads (reindex: one GET per sidecar)
-need only the status, the body framing (``Content-Length`` or chunked) and whether the server
-closes the connection; this reads exactly that (~100 µs per GET in all, including signing).
-One request at a time per connection (no pipelining), so any HTTP/1.1 server works.
+per response, as much as the rest of a small request. The S3 paths here (``storage.s3_lean``)
+need the status, a few headers, the body framing (``Content-Length`` or chunked) and whether
+the server closes the connection; this reads exactly that. One request at a time per
+connection (no pipelining), so any HTTP/1.1 server works.
 """
 
 from __future__ import annotations
 
 import socket
 import ssl
+from collections.abc import Mapping
 
 _MAX_HEAD = 64 * 1024
-_MAX_BODY = 64 * 1024 * 1024
+MAX_BODY = 64 * 1024 * 1024
+_RECV = 262_144
+_SPLIT_SEND = 256 * 1024  # bodies this large go in their own sendall (no copy into the head)
 
 
 class ProtocolError(OSError):
@@ -21,15 +24,19 @@ class ProtocolError(OSError):
 
 
 class LeanConnection:
-    """One connection to ``host:port`` (TLS with ``tls``), connected on first use."""
+    """One connection to ``host:port`` (TLS with ``tls``), connected on first use.
+
+    ``max_body`` bounds the response bodies it accepts (a larger one is a ProtocolError).
+    """
 
     def __init__(self, host: str, port: int, *, tls: bool, connect_timeout_s: float,
-                 read_timeout_s: float) -> None:
+                 read_timeout_s: float, max_body: int = MAX_BODY) -> None:
         self.host = host
         self.port = port
         self.tls = tls
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.max_body = max_body
         self._sock: socket.socket | None = None
         self._buf = b""
 
@@ -40,17 +47,45 @@ class LeanConnection:
     def get(self, target: str, host_header: str) -> tuple[int, bytes, bool]:
         """GET ``target`` (path and query): (status, body, reusable). Raises OSError when the
         connection fails or breaks; the connection is closed then."""
+        status, _, body, reusable = self.request("GET", target, {"Host": host_header})
+        return status, body, reusable
+
+    def request(self, method: str, target: str, headers: Mapping[str, str],
+                body: bytes = b"") -> tuple[int, dict[str, str], bytes, bool]:
+        """Send one request: (status, headers with lowercased names, body, reusable).
+
+        ``headers`` must include ``Host``; ``Content-Length`` is added for a body (and for
+        PUT/POST). A HEAD answer has no body whatever its ``Content-Length`` says. Raises
+        OSError when the connection fails or breaks (it is closed then); ``UnicodeEncodeError``
+        (nothing sent) for a header that is not Latin-1.
+        """
+        lines = [f"{method} {target} HTTP/1.1"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        if body or method in ("PUT", "POST"):
+            lines.append(f"Content-Length: {len(body)}")
+        lines.append("Accept-Encoding: identity\r\n\r\n")
+        head = "\r\n".join(lines).encode("latin-1")
         try:
             sock = self._sock or self._connect()
-            sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {host_header}\r\n"
-                         "Accept-Encoding: identity\r\n\r\n".encode())
-            status, length, chunked, close = self._head()
-            if chunked:
-                body = self._chunked()
+            try:
+                if len(body) < _SPLIT_SEND:
+                    sock.sendall(head + body)
+                else:
+                    sock.sendall(head)
+                    sock.sendall(body)
+            except BrokenPipeError:  # it may have answered early (a refusal): read that
+                pass
+            status, answer, length, chunked, close = self._head()
+            if method == "HEAD":
+                data = b""
+            elif chunked:
+                data = self._chunked()
             elif length is not None:
-                body = self._exactly(length)
+                if length > self.max_body:
+                    raise ProtocolError(f"response body of {length} bytes is too large")
+                data = self._exactly(length)
             else:  # framed by the end of the connection
-                body, close = self._until_eof(), True
+                data, close = self._until_eof(), True
         except ValueError as exc:  # a malformed length
             self.close()
             raise ProtocolError(f"malformed response: {exc}") from None
@@ -59,7 +94,7 @@ class LeanConnection:
             raise
         if close:
             self.close()
-        return status, body, not close
+        return status, answer, data, not close
 
     def close(self) -> None:
         sock, self._sock, self._buf = self._sock, None, b""
@@ -77,76 +112,84 @@ class LeanConnection:
         self._sock = sock
         return sock
 
-    def _recv(self) -> None:
+    def _recv(self, size: int = _RECV) -> bytes:
         if self._sock is None:
             raise ProtocolError("connection closed")
-        data = self._sock.recv(262_144)
+        data = self._sock.recv(size)
         if not data:
             raise ProtocolError("connection closed by the server")
-        self._buf += data
+        return data
 
-    def _head(self) -> tuple[int, int | None, bool, bool]:
-        """(status, content length, chunked, server closes) of the next response."""
+    def _head(self) -> tuple[int, dict[str, str], int | None, bool, bool]:
+        """(status, headers, content length, chunked, server closes) of the next response."""
         while (end := self._buf.find(b"\r\n\r\n")) < 0:
             if len(self._buf) > _MAX_HEAD:
                 raise ProtocolError("response head too large")
-            self._recv()
+            self._buf += self._recv()
         head, self._buf = self._buf[:end].decode("latin-1"), self._buf[end + 4:]
         status_line, *lines = head.split("\r\n")
         parts = status_line.split(" ", 2)
         if len(parts) < 2 or not parts[0].startswith("HTTP/1.") or not parts[1].isdigit():
             raise ProtocolError(f"not an HTTP/1.x status line: {status_line[:80]!r}")
-        length: int | None = None
-        chunked = False
-        close = parts[0] == "HTTP/1.0"
+        headers: dict[str, str] = {}
         for line in lines:
             name, _, value = line.partition(":")
-            name = name.strip().lower()
-            if name == "content-length":
-                length = int(value)
-            elif name == "transfer-encoding":
-                chunked = "chunked" in value.lower()
-            elif name == "connection":
-                close = value.strip().lower() == "close"
+            name, value = name.strip().lower(), value.strip()
+            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+        length = int(headers["content-length"]) if "content-length" in headers else None
+        chunked = "chunked" in headers.get("transfer-encoding", "").lower()
+        connection = headers.get("connection", "").lower()
+        close = connection == "close" or (parts[0] == "HTTP/1.0" and connection != "keep-alive")
         status = int(parts[1])
         if status in (204, 304) or 100 <= status < 200:
             length = 0
-        if length is not None and not 0 <= length <= _MAX_BODY:
+        if length is not None and length < 0:
             raise ProtocolError(f"unexpected content length {length}")
-        return status, length, chunked, close
+        return status, headers, length, chunked, close
 
     def _exactly(self, n: int) -> bytes:
-        while len(self._buf) < n:
-            self._recv()
-        body, self._buf = self._buf[:n], self._buf[n:]
-        return body
+        if len(self._buf) >= n:
+            body, self._buf = self._buf[:n], self._buf[n:]
+            return body
+        # Large bodies arrive in many reads: gather them once rather than regrow the buffer.
+        parts, have, self._buf = [self._buf], len(self._buf), b""
+        while have < n:
+            data = self._recv(min(_RECV * 4, n - have))
+            parts.append(data)
+            have += len(data)
+        return b"".join(parts)
 
     def _line(self) -> bytes:
         while (end := self._buf.find(b"\r\n")) < 0:
             if len(self._buf) > _MAX_HEAD:
                 raise ProtocolError("chunk header too large")
-            self._recv()
+            self._buf += self._recv()
         line, self._buf = self._buf[:end], self._buf[end + 2:]
         return line
 
     def _chunked(self) -> bytes:
         parts: list[bytes] = []
+        total = 0
         while True:
             size = int(self._line().split(b";", 1)[0].strip() or b"0", 16)
             if size == 0:
                 while self._line():  # trailers, up to the empty line
                     pass
                 return b"".join(parts)
+            total += size
+            if total > self.max_body:
+                raise ProtocolError("chunked body too large")
             parts.append(self._exactly(size))
             self._exactly(2)  # CRLF after the chunk
-            if sum(map(len, parts)) > _MAX_BODY:
-                raise ProtocolError("chunked body too large")
 
     def _until_eof(self) -> bytes:
+        parts, have, self._buf = [self._buf], len(self._buf), b""
         try:
-            while len(self._buf) <= _MAX_BODY:
-                self._recv()
+            while True:
+                data = self._recv()
+                parts.append(data)
+                have += len(data)
+                if have > self.max_body:
+                    raise ValueError("body too large")
         except ProtocolError:  # the end of the body
-            pass
-        body, self._buf = self._buf, b""
-        return body
+            return b"".join(parts)

@@ -1,8 +1,11 @@
-"""The S3 object store: one boto3 client, musicfn errors instead of botocore's.
+"""The S3 object store: musicfn errors instead of botocore's.
 
 Talks plain S3 (path-style addressing, SigV4), so MinIO, SeaweedFS or AWS work by endpoint URL.
-Throttling and connection errors are retried by botocore's ``standard`` retry mode with
-exponential backoff; whatever is still failing afterwards surfaces as a ``StorageError``.
+The hot calls (PUT, GET, HEAD: every event and job makes some) go through ``storage.s3_lean``
+at a sixth to a tenth of boto3's CPU per call; the rest (buckets, listings, copies, deletes,
+presigned URLs) through one boto3 client. Throttling and connection errors are retried with
+exponential backoff on both paths; whatever is still failing afterwards surfaces as a
+``StorageError``, translated the same way (``storage.s3_lean.storage_error``).
 """
 
 from __future__ import annotations
@@ -11,11 +14,10 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 import boto3
-import urllib3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
@@ -25,49 +27,29 @@ from botocore.exceptions import (
     EndpointConnectionError,
     ReadTimeoutError,
 )
-from pydantic import BaseModel, ConfigDict
 
 from musicfn.errors import (
-    AccessDeniedError,
     BucketNotFoundError,
     InvalidRequestError,
     MusicfnError,
-    ObjectExistsError,
     ObjectNotFoundError,
     StorageError,
-    StorageUnreachableError,
-    TransientStorageError,
 )
 from musicfn.metrics import record_s3_error
 from musicfn.settings import Settings
 from storage.keys import day_prefix
+from storage.s3_lean import LeanS3, ObjectInfo, S3Target, storage_error, unreachable_error
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
+__all__ = ["MAX_PRESIGN_EXPIRY_S", "ObjectInfo", "ObjectStore"]
+
 log = logging.getLogger(__name__)
-_NOT_FOUND = {"NoSuchKey", "404", "NotFound"}
-_DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch", "Forbidden",
-           "InvalidToken", "ExpiredToken"}
-_TRANSIENT = {"SlowDown", "Throttling", "ThrottlingException", "RequestTimeout", "InternalError",
-              "ServiceUnavailable", "500", "502", "503", "504", "RequestTimeTooSkewed"}
 _ALREADY_OWNED = {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}
 _UNREACHABLE = (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError,
                 ConnectionClosedError)
 MAX_PRESIGN_EXPIRY_S = 3600
-
-
-class ObjectInfo(BaseModel):
-    """What a HEAD or a listing says about one object."""
-
-    model_config = ConfigDict(frozen=True)
-
-    key: str
-    size: int
-    etag: str
-    last_modified: datetime
-    content_type: str | None = None
-    metadata: dict[str, str] = {}
 
 
 class ObjectStore:
@@ -77,7 +59,7 @@ class ObjectStore:
         self.settings = settings
         self.bucket = bucket or settings.bucket
         self.endpoint = settings.endpoint_url
-        self._http: urllib3.PoolManager | None = None
+        self._lean = LeanS3(S3Target.from_settings(settings, self.bucket))
         self._client: S3Client = boto3.session.Session().client(
             "s3",
             endpoint_url=self.endpoint,
@@ -104,27 +86,13 @@ class ObjectStore:
             yield
         except ClientError as exc:
             err = exc.response.get("Error", {})
-            code = str(err.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-            record_s3_error(op, code or str(status))
-            detail = f"{op} {where}: {code or status} {err.get('Message', '')}".strip()
-            if code == "NoSuchBucket":
-                raise BucketNotFoundError(f"bucket {self.bucket!r} does not exist at "
-                                          f"{self.endpoint}") from None
-            if code in _NOT_FOUND or status == 404:
-                raise ObjectNotFoundError(f"no such object: {where}") from None
-            if code in ("PreconditionFailed", "412") or status == 412:
-                raise ObjectExistsError(f"object already exists: {where}") from None
-            if code in _DENIED or status == 403:
-                raise AccessDeniedError(f"access denied: {detail}") from None
-            if code in _TRANSIENT or status >= 500:
-                raise TransientStorageError(f"S3 at {self.endpoint} failed: {detail}") from None
-            raise StorageError(f"S3 at {self.endpoint} refused {detail}") from None
+            raise storage_error(
+                op, bucket=self.bucket, key=key, endpoint=self.endpoint,
+                status=exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0),
+                code=str(err.get("Code", "")), message=str(err.get("Message", ""))) from None
         except _UNREACHABLE as exc:
-            record_s3_error(op, "unreachable")
-            raise StorageUnreachableError(
-                f"S3 endpoint {self.endpoint} unreachable during {op} {where}: {exc}"
-            ) from None
+            raise unreachable_error(op, bucket=self.bucket, key=key, endpoint=self.endpoint,
+                                    cause=exc) from None
         except BotoCoreError as exc:
             record_s3_error(op, type(exc).__name__)
             raise StorageError(f"S3 client error during {op} {where}: {exc}") from None
@@ -166,22 +134,14 @@ class ObjectStore:
         With ``if_absent`` the write only happens when no object exists there
         (``If-None-Match: *``); otherwise ``ObjectExistsError``.
         """
-        extra: dict[str, Any] = {}
-        if if_absent:
-            extra["IfNoneMatch"] = "*"
-        with self._translate("put", key):
-            resp = self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=body, ContentType=content_type,
-                Metadata=dict(metadata or {}), **extra,
-            )
+        etag = self._lean.put(key, body, content_type=content_type, metadata=metadata,
+                              if_absent=if_absent)
         log.info("put s3://%s/%s (%d bytes)", self.bucket, key, len(body))
-        return resp["ETag"].strip('"')
+        return etag
 
     def get(self, key: str) -> bytes:
         """The whole object at ``key``."""
-        with self._translate("get", key):
-            resp = self._client.get_object(Bucket=self.bucket, Key=key)
-            return resp["Body"].read()
+        return self._lean.get(key)
 
     def get_many(self, keys: list[str], *, workers: int = 8) -> Iterator[bytes | MusicfnError]:
         """Fetch many objects concurrently; yields, in order, each body or the error for it."""
@@ -189,59 +149,18 @@ class ObjectStore:
             yield from pool.map(self.fetch, keys)
 
     def fetch(self, key: str) -> bytes | MusicfnError:
-        """The body of ``key``, or the translated error (returned, not raised: for bulk use).
-
-        Bulk reads (reindex) go through presigned GETs on one pooled HTTP client: boto3's
-        per-request pipeline costs ~3 ms of CPU here, which caps a 2-core box at ~350
-        objects/s; this path reaches ~590/s.
-        """
+        """The body of ``key``, or the translated error (returned, not raised: for bulk use)."""
         try:
-            resp = self._pool().request("GET", self.presign_get(key, expires_s=300))
-        except urllib3.exceptions.HTTPError as exc:
-            record_s3_error("get", "unreachable")
-            return StorageUnreachableError(
-                f"S3 endpoint {self.endpoint} unreachable during get s3://{self.bucket}/{key}: "
-                f"{exc}")
-        if resp.status == 200:
-            return bytes(resp.data)
-        return self._status_error(resp.status, "get", key)
-
-    def _pool(self) -> urllib3.PoolManager:
-        if self._http is None:
-            self._http = urllib3.PoolManager(
-                maxsize=32,
-                timeout=urllib3.Timeout(connect=self.settings.s3_connect_timeout_s,
-                                        read=self.settings.s3_read_timeout_s),
-                retries=urllib3.Retry(total=self.settings.s3_max_attempts - 1,
-                                      backoff_factor=0.2,
-                                      status_forcelist=(429, 500, 502, 503, 504),
-                                      raise_on_status=False),
-            )
-        return self._http
-
-    def _status_error(self, status: int, op: str, key: str) -> StorageError:
-        """The storage error for a bare HTTP status (no S3 error code available)."""
-        where = f"s3://{self.bucket}/{key}"
-        record_s3_error(op, str(status))
-        if status == 404:
-            return ObjectNotFoundError(f"no such object: {where}")
-        if status == 403:
-            return AccessDeniedError(f"access denied: {op} {where}")
-        if status >= 500 or status == 429:
-            return TransientStorageError(f"S3 at {self.endpoint} failed: {op} {where}: {status}")
-        return StorageError(f"S3 at {self.endpoint} refused {op} {where}: HTTP {status}")
+            return self._lean.get(key)
+        except MusicfnError as exc:
+            return exc
 
     def head(self, key: str) -> ObjectInfo:
         """Size, ETag, content type and user metadata of ``key``."""
-        with self._translate("head", key):
-            r = self._client.head_object(Bucket=self.bucket, Key=key)
-        return ObjectInfo(
-            key=key, size=r["ContentLength"], etag=r["ETag"].strip('"'),
-            last_modified=r["LastModified"], content_type=r.get("ContentType"),
-            metadata=r.get("Metadata", {}),
-        )
+        return self._lean.head(key)
 
     def exists(self, key: str) -> bool:
+        """Whether an object is stored at ``key``."""
         try:
             self.head(key)
         except ObjectNotFoundError:
