@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -35,6 +34,7 @@ import httpx
 import numpy as np
 import ray
 import soundfile as sf
+from cpu_use import cpu_profile, cpu_seconds
 from ray import serve
 
 from deployments.app import build_app
@@ -119,63 +119,6 @@ def _wait_count(owner: Any, target: int, timeout: float = 900) -> float:
     return time.monotonic()
 
 
-def _descendants() -> dict[int, str]:
-    """pid → name of every process this one started (Ray's, SeaweedFS), from /proc: the
-    other processes on a shared box are not ours to count."""
-    parents: dict[int, int] = {}
-    names: dict[int, str] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmd = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        parents[int(entry.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-        first = cmd[0].decode(errors="replace")
-        names[int(entry.name)] = first if first.startswith("ray::") else \
-            Path(first).name + (f" {Path(cmd[1].decode()).name}" if len(cmd) > 1 and
-                                first.endswith("python") else "")
-    ours, grew = {os.getpid()}, True
-    while grew:
-        new = {p for p, pp in parents.items() if pp in ours} - ours
-        grew = bool(new)
-        ours |= new
-    return {p: names[p] for p in ours if p in names}
-
-
-def _cpu_seconds() -> dict[int, tuple[str, float]]:
-    """CPU seconds (user + system) so far of each of our processes."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, tuple[str, float]] = {}
-    for pid, name in _descendants().items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        out[pid] = (name, (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
-def _cpu_profile(before: dict[int, tuple[str, float]], events: int) -> dict[str, float]:
-    """CPU milliseconds per event of each kind of process since ``before`` (Ray's task
-    workers are named by what they run last, so they are summed as ``ray workers``)."""
-    per: dict[str, float] = {}
-    for pid, (name, cpu) in _cpu_seconds().items():
-        used = cpu - before.get(pid, (name, 0.0))[1]
-        name = name.split(".")[0]  # an actor's title names the method it runs now
-        kind = name.split(":")[-1] if name.startswith("ray::ServeReplica") else name
-        if name.startswith("ray::") and not name.startswith(("ray::ServeReplica", "ray::Serve",
-                                                             "ray::Proxy", "ray::Catalogue")):
-            kind = "ray workers (tasks)"
-        per[kind] = per.get(kind, 0.0) + used
-    out = {k: round(1000 * v / events, 1) for k, v in sorted(per.items(), key=lambda kv: -kv[1])
-           if v > 0.001 * events}
-    out["total"] = round(sum(1000 * v / events for v in per.values()), 1)
-    return out
-
-
 def _pct(xs: list[float], q: float) -> float:
     return sorted(xs)[min(len(xs) - 1, int(q * len(xs)))]
 
@@ -222,16 +165,16 @@ def _burst(url: str, objects: ObjectStore, owner: Any, bucket: str, count: int,
                                           etags[i]), range(count)))
     bare_per_s = count / (time.monotonic() - t0)
     before = _uploads(owner)
-    cpu = _cpu_seconds()
+    cpu = cpu_seconds()
     try:
         t0 = time.monotonic()
         with ThreadPoolExecutor(senders) as pool:
             posts = list(pool.map(lambda i: _announce(clients[i % senders], url, bucket,
                                                       keys[i], etags[i]), range(count)))
         accepted = time.monotonic() - t0
-        accept_cpu = _cpu_profile(cpu, count)
+        accept_cpu = cpu_profile(cpu, count)
         done = _wait_count(owner, before + count)
-        burst_cpu = _cpu_profile(cpu, count)
+        burst_cpu = cpu_profile(cpu, count)
         _wait_rows(owner, bucket, list(zip(keys, etags, strict=True)))  # each one, to be sure
     finally:
         for c in clients:

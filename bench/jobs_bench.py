@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import ray
+from cpu_use import cpu_profile, cpu_seconds
 from ray import serve
 
 from deployments.app import build_app
@@ -133,10 +134,12 @@ def run(base: str, owner: Any, control: Path, args: argparse.Namespace) -> None:
     time.sleep(3)
     # 1. Accept latency next to the floor, and accept -> start.
     bare_lat, _ = posts(f"{base}/bare", args.jobs, 0)
+    cpu = cpu_seconds()
     t0 = time.perf_counter()
     lat, ids = posts(url, args.jobs, 1000)
     jobs = wait_done(owner, ids)
     elapsed = time.perf_counter() - t0
+    per_job = cpu_profile(cpu, args.jobs)
     starts = [(j.started_at - j.created_at).total_seconds() * 1000 for j in jobs]
     failed = sum(1 for j in jobs if j.outcome != "completed")
     # 2. Accept -> start with an idle runner, one job at a time.
@@ -173,6 +176,7 @@ def run(base: str, owner: Any, control: Path, args: argparse.Namespace) -> None:
           f"{args.jobs / elapsed:>6.2f}  ({failed} not completed)")
     print(f"{f'runner SIGKILL -> 8 held jobs completed (lease {args.lease:g} s)':<58} "
           f"{recovery:>6.1f} s  ({recovered}/8 completed)")
+    print("CPU ms per job, by process: " + ", ".join(f"{k} {v}" for k, v in per_job.items()))
 
 
 if __name__ == "__main__":

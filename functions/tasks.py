@@ -23,7 +23,14 @@ import ray
 from ray.exceptions import RayTaskError
 
 from functions.audio import Audio
-from functions.pipeline import ClipOptions, assemble, run_analyze, run_encode, run_normalize
+from functions.pipeline import (
+    ClipOptions,
+    assemble,
+    process_clip,
+    run_analyze,
+    run_encode,
+    run_normalize,
+)
 from functions.results import AnalysisResult, EncodeFacts, NormalizeReport, ProcessedClip
 from musicfn.errors import original_error
 from musicfn.logs import configure_json_logging_in_worker
@@ -33,6 +40,8 @@ from musicfn.priority import call_in_background
 # a driver).
 configure_json_logging_in_worker()
 
+# Clips shorter than this run the whole chain in one task (see ``submit_clip``).
+ONE_TASK_MAX_S = 15.0
 # Shared by every wrapper: retry worker crashes, never application errors.
 RETRY_POLICY: dict[str, Any] = {"max_retries": 3, "retry_exceptions": False}
 
@@ -59,6 +68,12 @@ def encode_task(
 ) -> tuple[bytes, EncodeFacts, float]:
     """Remote ``run_encode``: (bytes, facts, seconds)."""
     return call_in_background(run_encode, audio, sample_rate, options)
+
+
+@ray.remote(**RETRY_POLICY)
+def clip_task(audio: Audio, sample_rate: int, options: ClipOptions) -> ProcessedClip:
+    """Remote ``process_clip``: the whole chain in one task (for short clips)."""
+    return call_in_background(process_clip, audio, sample_rate, options)
 
 
 @ray.remote(**RETRY_POLICY)
@@ -99,8 +114,14 @@ def submit_clip(
 ) -> ray.ObjectRef[ProcessedClip]:
     """Start the chain normalise -> (analyse | encode) -> assemble; returns a ref to the
     ``ProcessedClip``. Analysis and encoding both read the normalised audio from the object
-    store and run in parallel. ``await`` the ref, or pass it to ``result``."""
+    store and run in parallel. A clip in memory shorter than ``ONE_TASK_MAX_S`` runs the
+    chain in one task instead: for it four tasks' overhead (submission, scheduling, the
+    object store) costs more than the parallelism gains. ``await`` the ref, or pass it to
+    ``result``."""
     options = options or ClipOptions()
+    if not isinstance(audio, ray.ObjectRef) and audio.shape[-1] < ONE_TASK_MAX_S * sample_rate:
+        short: ray.ObjectRef[ProcessedClip] = clip_task.remote(audio, sample_rate, options)
+        return short
     audio_ref = audio if isinstance(audio, ray.ObjectRef) else ray.put(audio)
     # Multi-return tasks hand back one ref per value; Ray's stubs do not model that.
     stage1: Any = normalize_task.remote(audio_ref, sample_rate, options)

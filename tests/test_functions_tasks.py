@@ -95,6 +95,15 @@ def test_chain_accepts_an_object_ref(ray_cluster: Any) -> None:
     assert clip.encoding.frames == _clip().shape[1]
 
 
+def test_a_short_clip_in_one_task_equals_the_chain(ray_cluster: Any) -> None:
+    audio = _clip()
+    assert audio.shape[1] < tasks.ONE_TASK_MAX_S * SR  # short enough for one task
+    one = tasks.result(tasks.submit_clip(audio, SR), timeout_s=300)
+    chain = tasks.result(tasks.submit_clip(ray.put(audio), SR), timeout_s=300)  # 4 tasks
+    assert one.encoding == chain.encoding and one.audio == chain.audio
+    assert one.loudness == chain.loudness and one.analysis == chain.analysis
+
+
 def test_bad_clip_fails_at_once_with_the_typed_error(ray_cluster: Any) -> None:
     audio = _clip()
     audio[1, 100] = np.inf

@@ -225,3 +225,7 @@ UPSERT_TRACKS_SQL = (
     + ", ".join(f"{c} = excluded.{c}" for c in TRACK_COLUMNS if c != "id")
     + f" WHERE {rank_sql('excluded.status')} >= {rank_sql('tracks.status')}"
 )
+# Every column of existing rows from the registered ``_batch``, in place (no rank check).
+UPDATE_TRACKS_SQL = ("UPDATE tracks SET "  # noqa: S608
+                     + ", ".join(f"{c} = _batch.{c}" for c in TRACK_COLUMNS if c != "id")
+                     + " FROM _batch WHERE tracks.id = _batch.id")

@@ -21,6 +21,7 @@ from storage.catalogue.queries import TrackPage, TrackQuery, encode_cursor, wher
 from storage.catalogue.schema import (
     INSERT_TRACKS_SQL,
     TRACK_SCHEMA,
+    UPDATE_TRACKS_SQL,
     UPSERT_TRACKS_SQL,
     naive_utc,
     sidecars_table,
@@ -102,13 +103,20 @@ class TrackTable:
         self.put_many_in_transaction([sc])
 
     def put_many_in_transaction(self, sidecars: Sequence[Sidecar]) -> None:
-        """Write rows exactly as given, inside the caller's transaction (lock held): one
-        DELETE and one INSERT for all of them."""
+        """Write rows exactly as given (distinct ids), inside the caller's transaction (lock
+        held): one UPDATE for all of them, in place (half the cost of a delete and insert);
+        rows that did not exist are inserted then."""
         if not sidecars:
             return
-        self.db.con.execute("DELETE FROM tracks WHERE id IN (SELECT unnest(?::VARCHAR[]))",
-                            [[sc.id for sc in sidecars]])
-        self.db.insert_batch(sidecars_table(sidecars), UPSERT_TRACKS_SQL)
+        table = sidecars_table(sidecars)
+        self.db.con.register("_batch", table)
+        try:
+            found = self.db.con.execute(UPDATE_TRACKS_SQL).fetchone()
+            if (int(found[0]) if found else 0) < len(sidecars):  # some are new (or deleted)
+                self.db.con.execute("DELETE FROM tracks WHERE id IN (SELECT id FROM _batch)")
+                self.db.con.execute(UPSERT_TRACKS_SQL)
+        finally:
+            self.db.con.unregister("_batch")
 
     def add_pending_in_transaction(self, tracks: Sequence[Sidecar], now: datetime | None) -> None:
         """Insert the rows of just-accepted jobs (new ids) and count their prompts, one
