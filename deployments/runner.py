@@ -22,6 +22,7 @@ from jobs.service import build_runner
 from musicfn import metrics
 from musicfn.errors import ConfigurationError
 from musicfn.logs import configure_json_logging_in_worker
+from musicfn.priority import run_process_in_background
 from musicfn.settings import Settings, get_settings
 from storage.catalogue.actor import catalogue_client
 
@@ -38,6 +39,7 @@ class JobRunner:
             self, engine: Any, settings: dict[str, Any] | None = None) -> None:
         configure_json_logging_in_worker()
         self.settings = Settings(**settings) if settings else get_settings()
+        run_process_in_background()  # batch work: the front door on this node goes first
         catalogue = catalogue_client(self.settings.catalogue_file, detached=True,
                                     checkpoint_mb=self.settings.catalogue_checkpoint_mb,
                                     namespace=self.settings.ray_namespace,

@@ -34,6 +34,9 @@ P = ParamSpec("P")
 T = TypeVar("T")
 _lock = threading.Lock()
 _executor: ThreadPoolExecutor | None = None
+# This process's niceness as started (by Ray: its worker_niceness), before any lowering here.
+_PROCESS_NICENESS = os.getpriority(os.PRIO_PROCESS, os.getpid()) if hasattr(os, "getpriority") \
+    else 0
 
 
 def ray_worker_niceness_env() -> None:
@@ -43,18 +46,37 @@ def ray_worker_niceness_env() -> None:
     os.environ.setdefault(RAY_WORKER_NICENESS_ENV, "0")
 
 
-def run_in_background(niceness: int | None = None) -> None:
-    """Lower the calling thread's CPU priority to ``niceness`` (default: the setting
-    ``background_nice``), or to 4 below the process's own priority when that is as low
-    already (a Ray worker started at nice 15); never raises it, and does nothing where the
-    OS refuses."""
+def background_niceness(niceness: int | None = None) -> int:
+    """The niceness of background work: ``niceness`` (default: the setting
+    ``background_nice``), or 4 above the process's own when that is as high already (a Ray
+    worker started at nice 15)."""
     target = get_settings().background_nice if niceness is None else niceness
+    if target > 0 and target <= _PROCESS_NICENESS:
+        return min(19, _PROCESS_NICENESS + 4)
+    return target
+
+
+def run_in_background(niceness: int | None = None) -> None:
+    """Lower the calling thread's CPU priority to ``background_niceness(niceness)``; never
+    raises it, and does nothing where the OS refuses."""
+    _lower(0, background_niceness(niceness))  # 0: the calling thread, on Linux
+
+
+def run_process_in_background(niceness: int | None = None) -> None:
+    """``run_in_background`` for every thread of this process, and so for the threads it
+    starts later (Linux: a thread inherits its creator's niceness). For a process that only
+    does batch work, the job runner: its leases, heartbeats and orchestration then yield to
+    the front door too. A no-op where ``/proc`` is not there."""
+    target = background_niceness(niceness)
+    with contextlib.suppress(OSError):
+        for task in os.listdir("/proc/self/task"):
+            _lower(int(task), target)
+
+
+def _lower(thread: int, target: int) -> None:
     with contextlib.suppress(OSError, AttributeError):  # AttributeError: no setpriority
-        process = os.getpriority(os.PRIO_PROCESS, os.getpid())  # the main thread's
-        if target > 0 and process >= target:
-            target = min(19, process + 4)
-        if os.getpriority(os.PRIO_PROCESS, 0) < target:  # 0: the calling thread, on Linux
-            os.setpriority(os.PRIO_PROCESS, 0, target)
+        if os.getpriority(os.PRIO_PROCESS, thread) < target:
+            os.setpriority(os.PRIO_PROCESS, thread, target)
 
 
 def background_executor() -> ThreadPoolExecutor:

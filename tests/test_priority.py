@@ -46,6 +46,25 @@ def test_a_process_started_at_a_high_niceness_still_gets_a_background_below_it()
     assert out == ["19", "15"]
 
 
+def test_a_batch_process_lowers_every_thread_and_the_ones_it_starts_later() -> None:
+    import subprocess
+    import sys
+
+    code = ("import os, threading, time\n"
+            "from musicfn.priority import run_process_in_background\n"
+            "stop = threading.Event(); seen = []\n"
+            "early = threading.Thread(target=stop.wait); early.start()\n"
+            "run_process_in_background(10); run_process_in_background(10)\n"
+            "def late(): seen.append(os.getpriority(os.PRIO_PROCESS, 0))\n"
+            "t = threading.Thread(target=late); t.start(); t.join()\n"
+            "print(*sorted(os.getpriority(os.PRIO_PROCESS, int(x))\n"
+            "              for x in os.listdir('/proc/self/task')), seen[0])\n"
+            "stop.set()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert set(out) == {"10"} and len(out) >= 3  # main, the early thread, the late one
+
+
 def test_background_work_runs_on_its_own_thread_at_the_niceness() -> None:
     from musicfn.priority import call_in_background
     from musicfn.settings import get_settings
