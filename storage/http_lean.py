@@ -44,12 +44,6 @@ class LeanConnection:
     def connected(self) -> bool:
         return self._sock is not None
 
-    def get(self, target: str, host_header: str) -> tuple[int, bytes, bool]:
-        """GET ``target`` (path and query): (status, body, reusable). Raises OSError when the
-        connection fails or breaks; the connection is closed then."""
-        status, _, body, reusable = self.request("GET", target, {"Host": host_header})
-        return status, body, reusable
-
     def request(self, method: str, target: str, headers: Mapping[str, str],
                 body: bytes = b"") -> tuple[int, dict[str, str], bytes, bool]:
         """Send one request: (status, headers with lowercased names, body, reusable).

@@ -47,8 +47,6 @@ _EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 _META = "x-amz-meta-"
 _MAX_IDLE = 32
 _MAX_BODY = 4 * 1024 * 1024 * 1024  # whole objects are read into memory, as boto3 did
-_MONTHS = {m: i for i, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug",
-                                       "Sep", "Oct", "Nov", "Dec"), start=1)}
 
 
 @dataclass(frozen=True)
@@ -313,10 +311,5 @@ def _error_fields(body: bytes) -> tuple[str, str]:
 
 def _http_date(value: str) -> datetime:
     """An HTTP date (``Tue, 01 Dec 2026 03:16:16 GMT``) as an aware UTC datetime."""
-    parts = value.split()
-    if len(parts) == 6 and parts[5] == "GMT" and parts[2] in _MONTHS:
-        h, m, s = parts[4].split(":")
-        return datetime(int(parts[3]), _MONTHS[parts[2]], int(parts[1]), int(h), int(m),
-                        int(s), tzinfo=UTC)
-    parsed = email.utils.parsedate_to_datetime(value)  # the obsolete forms; ValueError if none
+    parsed = email.utils.parsedate_to_datetime(value)  # ValueError if it is none
     return parsed.astimezone(UTC) if parsed.tzinfo else parsed.replace(tzinfo=UTC)

@@ -25,6 +25,7 @@ from storage.reindex import reindex
 from storage.s3_bulk import BulkS3, S3Target
 from storage.sidecar import Sidecar
 from storage.tracks import TrackStore
+from tests.support import lean_get
 from tests.support.tracks import make_track
 
 
@@ -73,15 +74,15 @@ def http_port() -> Iterator[int]:
 def test_lean_connection_frames_every_kind_of_body(http_port: int) -> None:
     conn = LeanConnection("127.0.0.1", http_port, tls=False, connect_timeout_s=2,
                           read_timeout_s=5)
-    assert conn.get("/a", "x") == (200, b"/a/a/a", True)
-    assert conn.get("/bb", "x") == (200, b"/bb/bb/bb", True)  # the same connection
-    status, body, reusable = conn.get("/chunked", "x")
+    assert lean_get(conn, "/a", "x") == (200, b"/a/a/a", True)
+    assert lean_get(conn, "/bb", "x") == (200, b"/bb/bb/bb", True)  # the same connection
+    status, body, reusable = lean_get(conn, "/chunked", "x")
     assert (status, body[:11], len(body), reusable) == (200, b"hello world", 70_011, True)
-    assert conn.get("/close", "x") == (404, b"nop", False) and not conn.connected
-    assert conn.get("/eof", "x") == (200, b"until the end", False)
-    assert conn.get("/again", "x")[1] == b"/again/again/again"
+    assert lean_get(conn, "/close", "x") == (404, b"nop", False) and not conn.connected
+    assert lean_get(conn, "/eof", "x") == (200, b"until the end", False)
+    assert lean_get(conn, "/again", "x")[1] == b"/again/again/again"
     with pytest.raises(ProtocolError):
-        conn.get("/garbage", "x")
+        lean_get(conn, "/garbage", "x")
     assert not conn.connected
 
 

@@ -36,7 +36,7 @@ from storage.embedded_s3 import EmbeddedS3
 from storage.http_lean import LeanConnection
 from storage.objects import ObjectStore
 from storage.s3_lean import LeanS3, S3Target, enc
-from tests.support import make_settings
+from tests.support import lean_get, make_settings
 
 ODD_KEYS = ["a b/c d.wav", "unicodé/中文/ключ.json", "plus+sign/a+b=c&d.json",
             "percent%20/100%.txt", "q?x#frag;semi:colon@at$dollar,comma!'()*~.bin",
@@ -301,7 +301,7 @@ def test_lean_connection_request_returns_headers() -> None:
         assert (status, headers["content-length"], body, reusable) == (200, "26", b"", True)
         assert headers["x-amz-meta-musicfn-id"] == "abc"
         assert conn.request("PUT", "/x", {"Host": "h"}, b"data")[0] == 200
-        assert conn.get("/x", "h") == (200, b"hello", True)
+        assert lean_get(conn, "/x", "h") == (200, b"hello", True)
         conn.close()
     finally:
         server.shutdown()

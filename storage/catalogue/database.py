@@ -110,14 +110,15 @@ class Database:
         """BEGIN/COMMIT around a block (hold ``lock`` around it)."""
         return _Transaction(self.con)
 
-    def insert_batch(self, table: pa.Table, sql: str) -> None:
+    def insert_batch(self, table: pa.Table, sql: str) -> int:
         """Run ``sql`` reading the Arrow ``table`` as ``_batch``, inside the caller's
-        transaction (lock held)."""
+        transaction (lock held); the rows it changed."""
         self.con.register("_batch", table)
         try:
-            self.con.execute(sql)
+            changed = self.con.execute(sql).fetchone()
         finally:
             self.con.unregister("_batch")
+        return int(changed[0]) if changed else 0
 
     def execute_with(self, table: pa.Table, sql: str,
                       before: tuple[str, list[Any]] | None = None) -> None:

@@ -290,9 +290,8 @@ class JobTable:
              [e.error.model_dump_json() if e.error else None for e in ends]])
         generations = [e for e in ends if e.job.kind == "generation"]
         self.tracks.put_many_in_transaction([e.track for e in generations if e.track])
-        self.tracks.set_status_many_in_transaction([
-            (e.job.id, "completed" if e.outcome == "completed" else e.outcome, e.error)
-            for e in generations if e.track is None])
+        self.tracks.set_status_many_in_transaction(
+            [(e.job.id, e.outcome, e.error) for e in generations if e.track is None])
 
 
 @dataclass(frozen=True)

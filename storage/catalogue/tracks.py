@@ -98,10 +98,6 @@ class TrackTable:
                     f"track {sidecar.id} is {current.status}; cannot become completed")
             self.upsert([sidecar])
 
-    def put_in_transaction(self, sc: Sidecar) -> None:
-        """Write one row exactly as given, inside the caller's transaction (lock held)."""
-        self.put_many_in_transaction([sc])
-
     def put_many_in_transaction(self, sidecars: Sequence[Sidecar]) -> None:
         """Write rows exactly as given (distinct ids), inside the caller's transaction (lock
         held): one UPDATE for all of them, in place (half the cost of a delete and insert);
@@ -109,14 +105,10 @@ class TrackTable:
         if not sidecars:
             return
         table = sidecars_table(sidecars)
-        self.db.con.register("_batch", table)
-        try:
-            found = self.db.con.execute(UPDATE_TRACKS_SQL).fetchone()
-            if (int(found[0]) if found else 0) < len(sidecars):  # some are new (or deleted)
-                self.db.con.execute("DELETE FROM tracks WHERE id IN (SELECT id FROM _batch)")
-                self.db.con.execute(UPSERT_TRACKS_SQL)
-        finally:
-            self.db.con.unregister("_batch")
+        if self.db.insert_batch(table, UPDATE_TRACKS_SQL) < len(sidecars):  # some are new
+            self.db.con.execute("DELETE FROM tracks WHERE id IN (SELECT unnest(?::VARCHAR[]))",
+                                [[sc.id for sc in sidecars]])
+            self.db.insert_batch(table, UPSERT_TRACKS_SQL)
 
     def add_pending_in_transaction(self, tracks: Sequence[Sidecar], now: datetime | None) -> None:
         """Insert the rows of just-accepted jobs (new ids) and count their prompts, one
@@ -131,16 +123,11 @@ class TrackTable:
                 "DO UPDATE SET used_count = prompts.used_count + excluded.used_count, "
                 "last_used = excluded.last_used", [list(counts), list(counts.values()), now, now])
 
-    def set_status_in_transaction(self, track_id: str, status: str,
-                                  error: ErrorInfo | None = None) -> None:
-        """Move an unfinished row to ``status`` inside the caller's transaction; a completed
-        or canceled row, or a missing one, is left alone."""
-        self.set_status_many_in_transaction([(track_id, status, error)])
-
     def set_status_many_in_transaction(
             self, updates: Sequence[tuple[str, str, ErrorInfo | None]]) -> None:
-        """``set_status_in_transaction`` for each (track id, status, error): one read and one
-        write for all of them."""
+        """Move unfinished rows to a status inside the caller's transaction, for each (track
+        id, status, error): one read and one write for all of them. A completed or canceled
+        row, or a missing one, is left alone."""
         if not updates:
             return
         rows = self.db.con.execute(

@@ -85,3 +85,9 @@ def cli_env(settings: Settings, ray_cluster: Any, **extra: str) -> dict[str, str
     env.update(musicfn_env(settings), RAY_ADDRESS=ray_cluster.address_info["gcs_address"],
                **extra)
     return env
+
+
+def lean_get(conn: Any, target: str, host: str) -> tuple[int, bytes, bool]:
+    """GET ``target`` on a ``storage.http_lean.LeanConnection``: (status, body, reusable)."""
+    status, _, body, reusable = conn.request("GET", target, {"Host": host})
+    return status, body, reusable
